@@ -1,0 +1,147 @@
+"""Landmark schemes: which point indices make up each facial component, for every landmark layout we support.
+
+Metrics (LMD, ALD) and losses (MFA region masks) are written once against these names, whatever detector
+produced the points. Component names:
+
+    jaw, left_brow, right_brow, nose, left_eye, right_eye, mouth_outer, mouth_inner
+    + derived groups: eyes, brows, mouth, all
+
+"left"/"right" follow the image (left = smaller x in a frontal face, i.e. the subject's right), which is
+also the convention of `FaceDetection.points5`.
+
+Index sources:
+- dlib / iBUG 300-W 68-point markup (Sagonas et al., 300 Faces in-the-Wild, 2013).
+- WFLW 98-point markup (Wu et al., "Look at Boundary", CVPR 2018), used by facexlib's AWing FAN.
+- 5-point: eye centres, nose tip, mouth corners (RetinaFace / SCRFD / MTCNN order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_BASE_COMPONENTS = ("jaw", "left_brow", "right_brow", "nose", "left_eye", "right_eye", "mouth_outer", "mouth_inner")
+_GROUPS = {
+    "eyes": ("left_eye", "right_eye"),
+    "brows": ("left_brow", "right_brow"),
+    "mouth": ("mouth_outer", "mouth_inner"),
+}
+
+
+@dataclass(frozen=True)
+class LandmarkScheme:
+    """A named landmark layout: number of points and the index set of each component.
+
+    Components absent from a layout (e.g. the jaw of the 5-point layout) are empty tuples.
+    """
+
+    name: str
+    num_points: int
+    components: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for comp, idx in self.components.items():
+            if comp not in _BASE_COMPONENTS:
+                raise ValueError(f"scheme {self.name!r}: unknown component {comp!r}; allowed: {_BASE_COMPONENTS}")
+            if idx and (min(idx) < 0 or max(idx) >= self.num_points):
+                raise ValueError(f"scheme {self.name!r}: component {comp!r} has indices outside 0..{self.num_points - 1}")
+
+    def indices(self, component: str) -> np.ndarray:
+        """Indices of a component, a group (eyes, brows, mouth) or `all`, as an int64 array."""
+        if component == "all":
+            return np.arange(self.num_points, dtype=np.int64)
+        if component in _GROUPS:
+            parts = [self.components.get(c, ()) for c in _GROUPS[component]]
+            return np.array(sorted(set().union(*parts)), dtype=np.int64)
+        if component not in _BASE_COMPONENTS:
+            allowed = (*_BASE_COMPONENTS, *_GROUPS, "all")
+            raise KeyError(f"unknown landmark component {component!r}; allowed: {', '.join(allowed)}")
+        return np.array(self.components.get(component, ()), dtype=np.int64)
+
+    def select(self, points: np.ndarray, component: str) -> np.ndarray:
+        """Points of one component: (..., P, 2) -> (..., P_c, 2)."""
+        if points.shape[-2] != self.num_points:
+            raise ValueError(f"scheme {self.name!r} expects {self.num_points} points, got {points.shape[-2]}")
+        return points[..., self.indices(component), :]
+
+    def eye_centers(self, points: np.ndarray) -> np.ndarray:
+        """(..., P, 2) -> (..., 2, 2): mean of the left-eye points and of the right-eye points."""
+        return np.stack(
+            [self.select(points, "left_eye").mean(-2), self.select(points, "right_eye").mean(-2)], axis=-2
+        )
+
+    def to_five(self, points: np.ndarray) -> np.ndarray:
+        """(..., P, 2) -> (..., 5, 2) in the FaceDetection.points5 order (eyes, nose tip, mouth corners)."""
+        if self.name == "five":
+            return points
+        five = _FIVE_FROM.get(self.name)
+        if five is None:
+            raise ValueError(f"scheme {self.name!r} has no 5-point reduction")
+        eyes = self.eye_centers(points)
+        rest = points[..., list(five), :]
+        return np.concatenate([eyes, rest], axis=-2)
+
+
+def _r(a: int, b: int) -> tuple[int, ...]:
+    """Inclusive index range."""
+    return tuple(range(a, b + 1))
+
+
+DLIB68 = LandmarkScheme(
+    name="dlib68",
+    num_points=68,
+    components={
+        "jaw": _r(0, 16),
+        "left_brow": _r(17, 21),
+        "right_brow": _r(22, 26),
+        "nose": _r(27, 35),
+        "left_eye": _r(36, 41),
+        "right_eye": _r(42, 47),
+        "mouth_outer": _r(48, 59),
+        "mouth_inner": _r(60, 67),
+    },
+)
+
+WFLW98 = LandmarkScheme(
+    name="wflw98",
+    num_points=98,
+    components={
+        "jaw": _r(0, 32),
+        "left_brow": _r(33, 41),
+        "right_brow": _r(42, 50),
+        "nose": _r(51, 59),
+        "left_eye": _r(60, 67) + (96,),
+        "right_eye": _r(68, 75) + (97,),
+        "mouth_outer": _r(76, 87),
+        "mouth_inner": _r(88, 95),
+    },
+)
+
+FIVE = LandmarkScheme(
+    name="five",
+    num_points=5,
+    components={"left_eye": (0,), "right_eye": (1,), "nose": (2,), "mouth_outer": (3, 4)},
+)
+
+# For to_five: indices of (nose tip, left mouth corner, right mouth corner) in each layout.
+_FIVE_FROM: dict[str, tuple[int, int, int]] = {
+    "dlib68": (30, 48, 54),
+    "wflw98": (54, 76, 82),
+}
+
+SCHEMES: dict[str, LandmarkScheme] = {s.name: s for s in (DLIB68, WFLW98, FIVE)}
+
+
+def register_scheme(scheme: LandmarkScheme, five_from: tuple[int, int, int] | None = None) -> LandmarkScheme:
+    """Add a scheme (e.g. a user's own detector layout) so it can be named in config."""
+    SCHEMES[scheme.name] = scheme
+    if five_from is not None:
+        _FIVE_FROM[scheme.name] = five_from
+    return scheme
+
+
+def get_scheme(name: str) -> LandmarkScheme:
+    if name not in SCHEMES:
+        raise KeyError(f"unknown landmark scheme {name!r}; allowed: {', '.join(sorted(SCHEMES))}")
+    return SCHEMES[name]
