@@ -1,0 +1,288 @@
+"""Run configuration: typed OmegaConf schemas, YAML inheritance, `key=value` overrides, validation, saving.
+
+Only `scripts/` and `honestface/training` read configs; models and losses take plain typed arguments.
+
+A YAML file may start with `defaults: [other.yaml, ...]` (paths relative to the file); those are merged first,
+in order, then the file itself, then the command-line overrides (`train.max_steps=10 loss.mfa=0`).
+Every value is checked against the dataclass schemas below: an unknown key, a wrong type or a value outside
+the allowed choices raises `ConfigError` with one line naming the key, the file and the allowed values.
+`save_config` writes the fully resolved config next to a run's outputs, so every run can be repeated.
+
+Section by section, the defaults are our choices where the HonestFace paper is silent (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_FILENAME = "config.yaml"
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["honestface", "vspbfr"] = "honestface"
+    preset: Optional[str] = None  # a named size of the model family, e.g. "sd21" or "tiny"
+    pretrained: Optional[str] = None  # folder written by save_pretrained (a trained honestface model)
+    params: dict[str, Any] = field(default_factory=dict)  # constructor arguments that override the preset
+
+
+@dataclass
+class FaceConfig:
+    detector: Literal["dlib", "mtcnn", "retinaface", "scrfd"] = "mtcnn"
+    landmarks: Literal["dlib68", "awing98", "insightface106"] = "dlib68"
+    identity: Literal["dlib", "arcface_onnx", "iresnet"] = "dlib"
+    parsing: Literal["none", "bisenet", "parsenet"] = "none"
+    select: Literal["largest", "center", "score", "all"] = "largest"
+    min_size: int = 32  # faces whose box is smaller (pixels) are left alone
+
+
+@dataclass
+class DataConfig:
+    train_dir: Optional[str] = None  # HQ faces (any nesting); one folder per identity for references
+    val_dir: Optional[str] = None
+    reference_dir: Optional[str] = None  # defaults to the identity folders of train_dir
+    lq_dir: Optional[str] = None  # precomputed LQ faces for a fixed test set
+    resolution: int = 512
+    num_references: int = 4  # K
+    reference_dropout: float = 0.1  # probability of training a sample blind (K=0)
+    batch_size: int = 1
+    num_workers: int = 2
+
+
+@dataclass
+class DegradationConfig:
+    preset: Literal["gfpgan", "daefr", "osdface", "codeformer", "difface", "refldm", "vspbfr", "realesrgan"] = "daefr"
+    params: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's ranges
+
+
+@dataclass
+class LossConfig:
+    mse: float = 1.0
+    mse_space: Literal["pixel", "latent", "both"] = "pixel"
+    perceptual: float = 1.0
+    perceptual_type: Literal["ea_dists", "dists", "lpips_vgg", "lpips_alex"] = "ea_dists"
+    identity: float = 0.1
+    mfa: float = 1.0
+    mfa_references: bool = True  # also match texture statistics of the warped references
+    adversarial: float = 0.02
+    adversarial_type: Literal["softplus", "hinge"] = "softplus"
+    r1: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    disc_lr: float = 5e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01
+    scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/${model.name}"
+    max_steps: int = 100_000
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    disc_start_step: int = 0
+    log_every: int = 50
+    save_every: int = 1_000
+    eval_every: int = 1_000
+    keep_last: int = 3
+    resume: Optional[str] = None  # a checkpoint folder, or "latest"
+
+
+@dataclass
+class InferConfig:
+    input: Optional[str] = None
+    output: Optional[str] = None
+    references: Optional[str] = None
+    mode: Literal["aligned", "photo"] = "aligned"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    batch_size: int = 4
+    max_references: int = 4
+    color_fix: Literal["none", "wavelet", "adain"] = "none"
+    overwrite: bool = False
+    compile: bool = False
+
+
+@dataclass
+class EvalConfig:
+    restored: Optional[str] = None
+    ground_truth: Optional[str] = None
+    references: Optional[str] = None
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "ids", "lmd", "ald"])
+    output: Optional[str] = None
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    weights: dict[str, str] = field(default_factory=dict)  # registry name -> local path (honestface.weights)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid. The message is one line naming the key and what is allowed."""
+
+
+def default_config() -> DictConfig:
+    """The schema with all defaults, as a typed (struct) DictConfig."""
+    return OmegaConf.structured(Config)
+
+
+def _known_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, DictConfig):
+        return []
+    keys = []
+    for k in node.keys():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        try:
+            child = node._get_node(k)
+        except Exception:
+            continue
+        if isinstance(child, DictConfig) and child._metadata.object_type not in (None, dict):
+            keys.extend(_known_keys(child, full + "."))
+    return keys
+
+
+def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
+    """Turn an OmegaConf error into one line that names the key, the source and what is allowed."""
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(getattr(err, "msg", None) or err).splitlines()[0].strip()
+    if "not in" in msg or "Key '" in msg and "not" in msg:
+        close = difflib.get_close_matches(key, _known_keys(default_config()), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return ConfigError(f"{source}: unknown config key '{key}'{hint}")
+    return ConfigError(f"{source}: bad value for '{key}': {msg}")
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """The file and its `defaults`, depth first, each as (path, raw config) in merge order."""
+    path = path.resolve()
+    if path in chain:
+        loop = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"config inheritance loop: {loop}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as e:  # yaml syntax errors
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{path}: not valid YAML: {first}") from e
+    if raw is None or isinstance(raw, ListConfig):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
+    parents = raw.pop("defaults", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    out: list[tuple[Path, DictConfig]] = []
+    for parent in parents:
+        out.extend(_read_yaml(path.parent / str(parent), (*chain, path)))
+    out.append((path, raw))
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Schema defaults <- `defaults` of the YAML <- the YAML <- `key=value` overrides; validated and resolved."""
+    cfg = default_config()
+    layers = _read_yaml(Path(path)) if path is not None else []
+    for source, raw in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, raw)
+        except OmegaConfBaseException as e:
+            raise _explain(e, str(source)) from e
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise _explain(e, f"override {item!r}") from e
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise _explain(e, str(path) if path else "config") from e
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Range checks that types alone cannot express."""
+    positive = ["data.resolution", "data.batch_size", "train.max_steps", "train.gradient_accumulation_steps",
+                "train.log_every", "train.save_every", "train.eval_every", "infer.batch_size"]
+    for key in positive:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"bad value for '{key}': must be > 0, got {OmegaConf.select(cfg, key)}")
+    for key in ["data.num_references", "data.num_workers", "infer.max_references", "train.keep_last"]:
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"bad value for '{key}': must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if not 0.0 <= cfg.data.reference_dropout <= 1.0:
+        raise ConfigError(f"bad value for 'data.reference_dropout': must be in [0, 1], got {cfg.data.reference_dropout}")
+    if cfg.data.resolution % 8:
+        raise ConfigError(f"bad value for 'data.resolution': must be a multiple of 8 (VAE), got {cfg.data.resolution}")
+    for key, value in cfg.loss.items():
+        if isinstance(value, float) and value < 0:
+            raise ConfigError(f"bad value for 'loss.{key}': loss weights must be >= 0, got {value}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def save_config(cfg: DictConfig, directory: str | os.PathLike, filename: str = CONFIG_FILENAME) -> Path:
+    """Write the resolved config to `directory/filename` atomically and return its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / filename
+    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(to_yaml(cfg))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def config_to_dict(section: DictConfig) -> dict[str, Any]:
+    """A plain dict of one section, e.g. to pass `**config_to_dict(cfg.model.params)` to a constructor."""
+    return OmegaConf.to_container(section, resolve=True)  # type: ignore[return-value]
+
+
+def add_config_arguments(parser: "argparse.ArgumentParser") -> None:  # noqa: F821
+    """The config arguments every script shares: --config FILE, --print-config, and key=value overrides."""
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (may inherit others via `defaults:`)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides in dot notation, e.g. train.max_steps=100 loss.mfa=0.5")
+
+
+def config_from_args(args: Any) -> DictConfig:
+    """Load the config named by the parsed script arguments; `--print-config` prints it and exits."""
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "print_config", False):
+        print(to_yaml(cfg), end="")
+        raise SystemExit(0)
+    return cfg

@@ -1,0 +1,8 @@
+"""Makes `python scripts/X.py` work from a source checkout even when honestface is not pip-installed."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

@@ -1,0 +1,25 @@
+# Sourced by scripts/quickstart.sh and scripts/test.sh: create or reuse .venv and install the locked set.
+# Reinstalls only when the lock files or pyproject change (a stamp holds their hash).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+    echo "honestface needs Python >= 3.10 (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv with $("$PY" --version 2>&1)"
+    "$PY" -m venv .venv
+fi
+STAMP=.venv/.honestface-installed
+WANT="$(cat requirements.lock.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+    echo "[setup] installing dependencies into .venv (a few minutes the first time)"
+    .venv/bin/python -m pip install -q -r requirements.lock.txt
+    .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+    echo "$WANT" > "$STAMP"
+fi
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,0 +1,33 @@
+"""Shared test setup.
+
+pyiqa's wheel installs a top-level `tests` package into site-packages. Our tests are collected with
+`--import-mode=importlib` (pyproject) and `tests/` has no __init__.py, so nothing here is ever imported as
+`tests.*`; the check below fails loudly if that guard is ever undone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if (REPO_ROOT / "tests" / "__init__.py").exists():
+        raise pytest.UsageError("tests/__init__.py would let pyiqa's site-packages `tests` shadow ours; remove it")
+    if "importlib" not in str(config.getoption("importmode")):
+        raise pytest.UsageError("run pytest with --import-mode=importlib (set in pyproject.toml)")
+
+
+@pytest.fixture
+def weights_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty $HONESTFACE_HOME, so no test ever sees weights from the user's real cache."""
+    home = tmp_path / "honestface_home"
+    home.mkdir()
+    monkeypatch.setenv("HONESTFACE_HOME", str(home))
+    return home
