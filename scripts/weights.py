@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""List, check and download the external weights honestface uses (front end of `honestface.weights`).
+
+Examples (from the repository root):
+    python scripts/weights.py list                         # every weight: present/missing, config key, source
+    python scripts/weights.py list --format markdown       # the same as a Markdown table (for docs)
+    python scripts/weights.py check                        # verify sizes/sha256 of every present weight
+    python scripts/weights.py check sd21_base awing_fan    # these must be present and intact
+    python scripts/weights.py fetch retinaface_resnet50    # download into $HONESTFACE_HOME
+    python scripts/weights.py fetch sd21_base --url https://huggingface.co/<mirror>/resolve/main
+    python scripts/weights.py path sd21_base               # print the resolved path (for shell use)
+
+Weights live in $HONESTFACE_HOME (default ~/.cache/honestface); --home overrides it for one command.
+Exit status: 0 on success, 1 when a requested weight is missing/corrupt or a download fails, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # works from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from honestface import weights as hw
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for entry in hw.list_entries():
+        rows.append({
+            "name": entry.name, "status": hw.weight_status(entry, home=args.home), "kind": entry.kind,
+            "config_key": entry.config_key, "path": str(hw.weights_home(args.home) / entry.relpath),
+            "sha256": entry.sha256, "urls": list(entry.urls), "hint": entry.hint, "description": entry.description,
+            "licence": entry.licence, "notes": entry.notes,
+        })
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "markdown":
+        print("| name | kind | config key | what | where to get it | licence |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            where = r["hint"] + (f" (`{hw.FETCH_COMMAND} {r['name']}`)" if r["urls"] else "")
+            print(f"| `{r['name']}` | {r['kind']} | `{r['config_key']}` | {r['description']} | {where} | "
+                  f"{r['licence']} |")
+    else:
+        print(f"weights home: {hw.weights_home(args.home)}")
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            src = r["urls"][0] if r["urls"] else r["hint"]
+            print(f"{r['name']:<{width}}  {r['status']:<10}  {r['config_key']:<34}  {src}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.path and len(args.names) != 1:
+        print("error: --path needs exactly one NAME", file=sys.stderr)
+        return 2
+    explicit = bool(args.names)
+    names = args.names or [e.name for e in hw.list_entries()]
+    bad = 0
+    for name in names:
+        result = hw.check_weight(name, args.path, home=args.home, hash_files=not args.no_hash)
+        if result.status == "corrupt" or (explicit and result.status == "missing"):
+            bad += 1
+        if result.status == "missing" and not explicit and not args.verbose:
+            continue
+        where = result.path if result.path is not None else result.detail
+        detail = result.detail if result.status == "corrupt" else where
+        print(f"{result.status:<8} {result.name}: {detail}")
+    if not explicit:
+        present = sum(hw.weight_status(n, home=args.home) == "present" for n in names)
+        print(f"{present} of {len(names)} weights present under {hw.weights_home(args.home)}; {bad} corrupt")
+    return 1 if bad else 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    if (args.url or args.dest) and len(args.names) != 1:
+        print("error: --url/--dest need exactly one NAME", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in args.names:
+        try:
+            path = hw.fetch_weight(name, args.dest, args.url, force=args.force, progress=not args.quiet,
+                                   timeout=args.timeout, home=args.home)
+        except hw.WeightsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{name}: {path}")
+    return 1 if failed else 0
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    try:
+        print(hw.resolve_weight(args.name, args.path, home=args.home))
+    except hw.WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", metavar="DIR", default=None,
+                        help="weights folder for this command (default: $HONESTFACE_HOME or ~/.cache/honestface)")
+    parser = argparse.ArgumentParser(
+        prog="python scripts/weights.py", description=__doc__.split("\n\n")[0],
+        epilog="Run `python scripts/weights.py COMMAND --help` for the options of a command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", parents=[common], help="print the table: name, status, config key, source")
+    p.add_argument("--format", choices=["table", "markdown", "json"], default="table", help="output format")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("check", parents=[common], help="verify present weights (sizes, sha256 where published)",
+                       description="Verify weights. Without NAMEs: every present weight, exit 1 if one is corrupt. "
+                                   "With NAMEs: each must be present and intact.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="registry names (default: all)")
+    p.add_argument("--path", default=None, help="check this file/folder instead of the default location (one NAME)")
+    p.add_argument("--no-hash", action="store_true", help="only check presence and required inner files")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list missing weights")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("fetch", parents=[common], help="download weights (resumable, sha256-checked)",
+                       description="Download into $HONESTFACE_HOME/<relative path>. An interrupted download "
+                                   "leaves NAME.part and is resumed by running the same command again.")
+    p.add_argument("names", nargs="+", metavar="NAME", help="registry names")
+    p.add_argument("--url", default=None, help="download from this URL instead (folder entries: base URL)")
+    p.add_argument("--dest", default=None, help="destination file/folder instead of the default location")
+    p.add_argument("--force", action="store_true", help="download again even if present")
+    p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("path", parents=[common], help="print the resolved path of a weight (error if missing)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--path", default=None, help="explicit path to validate instead of the default location")
+    p.set_defaults(func=cmd_path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyError as e:  # unknown registry name: the message lists close matches
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
