@@ -145,3 +145,31 @@ def get_scheme(name: str) -> LandmarkScheme:
     if name not in SCHEMES:
         raise KeyError(f"unknown landmark scheme {name!r}; allowed: {', '.join(sorted(SCHEMES))}")
     return SCHEMES[name]
+
+
+# insightface 2d106det (coordinate regression, 106 points; "2d106markup" in insightface alignment/coordinate_reg).
+# insightface documents the markup only as an image, so the index groups below come from the 106 -> iBUG-68
+# correspondence used with this model by 1996scarlet/OpenVtuber (PythonClient/SolvePnPHeadPoseEstimation.py)
+# and, for jaw / brows / nose, by ByteDance LatentSync (LMK_ADAPT_ORIGIN_ORDER):
+#   contour 0-32 (0 = chin), image-left eye 33-42, image-left brow 43-51, mouth 52-71, nose 72-86 (86 = tip),
+#   image-right eye 87-96, image-right brow 97-105.
+# Mouth split: the 12 points that correspond to iBUG outer-lip points 48-59 form mouth_outer (52 and 61 are
+# the corners) and the 8 that correspond to iBUG inner-lip points 60-67 form mouth_inner. This split rests on
+# that third-party correspondence, not on an insightface document.
+INSIGHTFACE106 = register_scheme(
+    LandmarkScheme(
+        name="insightface106",
+        num_points=106,
+        components={
+            "jaw": _r(0, 32),
+            "left_brow": _r(43, 51),
+            "right_brow": _r(97, 105),
+            "nose": _r(72, 86),
+            "left_eye": _r(33, 42),
+            "right_eye": _r(87, 96),
+            "mouth_outer": (52, 53, 55, 56, 58, 59, 61, 63, 64, 67, 68, 71),
+            "mouth_inner": (54, 57, 60, 62, 65, 66, 69, 70),
+        },
+    ),
+    five_from=(86, 52, 61),
+)
