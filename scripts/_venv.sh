@@ -12,13 +12,15 @@ if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv with $("$PY" --version 2>&1)"
     "$PY" -m venv .venv
 fi
+# pip's notes about local index folders are noise here; real errors still show and still fail the script.
+pip_install() { .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 STAMP=.venv/.honestface-installed
 WANT="$(cat requirements.lock.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
     echo "[setup] installing dependencies into .venv (a few minutes the first time)"
-    .venv/bin/python -m pip install -q -r requirements.lock.txt
-    .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
-    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+    pip_install -r requirements.lock.txt
+    pip_install --no-deps -r requirements-nodeps.txt
+    pip_install --no-deps --no-build-isolation -e .
     echo "$WANT" > "$STAMP"
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
