@@ -42,3 +42,17 @@ def test_without_landmarker_uses_detector_points(tools):
     assert len(faces) == 1 and faces[0].landmarks is None and faces[0].crop.shape == (112, 112, 3)
     residual = np.linalg.norm(faces[0].points5 - template("arcface", 112), axis=1)  # (5,) px
     assert residual[:2].max() < 3 and residual.max() < 8  # eyes tight; the smiling mouth deviates more
+
+
+def test_rotated_face_is_found_and_aligned_upright(tools):
+    import cv2
+
+    detector, landmarker = tools
+    img = astronaut()
+    rot = cv2.warpAffine(img, cv2.getRotationMatrix2D((256, 256), 30, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT)
+    faces = extract_faces(rot, detector, landmarker, size=256, rule="largest")
+    assert len(faces) == 1
+    left_eye, right_eye = faces[0].points5[:2]
+    assert abs(left_eye[1] - right_eye[1]) < 4  # eyes level again in the crop
+    upright = extract_faces(img, detector, landmarker, size=256, rule="largest")[0]
+    assert np.abs(faces[0].crop.astype(float) - upright.crop.astype(float)).mean() < 20

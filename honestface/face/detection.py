@@ -24,6 +24,10 @@ Our choices:
 - `min_size`: detections whose box is smaller than `min_size` pixels on its shorter side are dropped.
 - Faces smaller than a backend's search window are not found (an empty list, no error): dlib HOG sees faces of
   about 80 / 2**upsample pixels and up; MTCNN searches from `min_face_size` (20) pixels.
+- Turned faces: in-plane rotation is fine for MTCNN (alignment undoes it); dlib HOG's frontal model misses faces
+  turned more than about 30-45 degrees. Profile faces (yaw near 90 degrees) are usually missed by both, and when
+  found their 5 points are unreliable, so the aligned crop is skewed; raise `threshold` to skip doubtful ones.
+- Several faces: every backend returns all of them; `select_faces` picks by a documented rule.
 - `device=None` means CPU; pass e.g. "cuda" to run the torch / ONNX backends on a GPU. dlib runs on the CPU.
 """
 
