@@ -2,7 +2,7 @@
 """Train a restoration model from a YAML config.
 
     python scripts/train.py --config configs/tiny/honestface.yaml train.max_steps=200
-    accelerate launch scripts/train.py --config configs/honestface.yaml      # several GPUs / nodes
+    accelerate launch scripts/train.py --config configs/honestface_sd21.yaml      # several GPUs / nodes
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_every_shipped_yaml_validates_and_names_its_command(path):
 
 
 def test_configs_exist():
-    assert any(p.name == "honestface.yaml" for p in CONFIGS)
+    assert {"honestface_sd21.yaml", "honestface.yaml"} <= {p.name for p in CONFIGS}
 
 
 @pytest.mark.parametrize("script", ["train", "infer", "evaluate"])
