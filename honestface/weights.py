@@ -468,3 +468,62 @@ def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | Non
     else:
         _download_first(entry, urls, target, entry.sha256, entry.size, timeout, progress)
     return resolve_weight(entry, target)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading checkpoints safely (safetensors or torch.load(weights_only=True): a downloaded file never runs code).
+
+STATE_DICT_WRAPPERS = ("state_dict", "params_ema", "params", "model")
+
+
+def load_state_dict(path: PathLike, *, unwrap: tuple[str, ...] = STATE_DICT_WRAPPERS,
+                    strip_prefix: str | None = "module.", map_location: str = "cpu") -> dict:
+    """Tensors of a checkpoint file as a flat {name: tensor} dict.
+
+    `.safetensors` files load with safetensors; anything else with `torch.load(weights_only=True)`. A dict that
+    wraps the weights under one of `unwrap` (Lightning `state_dict`, basicsr `params_ema`/`params`) is unwrapped;
+    `strip_prefix` (DistributedDataParallel's `module.`) is removed from every key that has it.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device=map_location)
+    else:
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # pickle with code, truncated file, not a checkpoint at all
+            raise WeightsError(f"{path}: cannot be read as a weights-only checkpoint ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    for key in unwrap:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+    if strip_prefix:
+        state = {k.removeprefix(strip_prefix): v for k, v in state.items()}
+    return state
+
+
+def check_state_dict(expected: object, state: dict, source: str = "state dict", what: str = "the model") -> None:
+    """Raise one ValueError line listing missing / unexpected / wrongly shaped keys of `state`.
+
+    `expected` is an nn.Module or a reference state dict.
+    """
+    ref = expected.state_dict() if hasattr(expected, "state_dict") else dict(expected)  # type: ignore[arg-type]
+    missing = sorted(set(ref) - set(state))
+    unexpected = sorted(set(state) - set(ref))
+    wrong_shape = sorted(f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in ref.items()
+                         if k in state and tuple(state[k].shape) != tuple(v.shape))
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if items:
+            shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+            parts.append(f"{label} keys: {shown}")
+    if parts:
+        raise ValueError(f"{source} does not match {what}; " + "; ".join(parts))

@@ -177,7 +177,7 @@ def test_parser_missing_and_wrong_weights(tmp_path, weights_home):
         build_parser("parsenet", weights=tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="not a facexlib bisenet"):
+    with pytest.raises(ValueError, match="does not match a facexlib bisenet"):
         build_parser("bisenet", weights=bad)
     with pytest.raises(ValueError, match="unknown parsing network"):
         build_parser("segformer")

@@ -387,3 +387,34 @@ def test_cli_fetch_with_url_and_help(weights_home, server):
     assert (weights_home / "facexlib" / "detection_Resnet50_Final.pth").read_bytes() == PAYLOAD
     out = _cli("--help", home=weights_home)
     assert out.returncode == 0 and "fetch" in out.stdout and "check" in out.stdout
+
+
+class _NotAWeight:
+    """Pickled by a malicious checkpoint: weights-only loading must refuse to rebuild it."""
+
+
+def test_load_state_dict_unwraps_strips_and_refuses_code(tmp_path):
+    import pytest
+    import torch
+    from safetensors.torch import save_file
+
+    from honestface.weights import WeightsError, check_state_dict, load_state_dict
+
+    t = torch.arange(6.0).reshape(2, 3)
+    torch.save({"state_dict": {"module.fc.weight": t}}, tmp_path / "lightning.ckpt")
+    assert torch.equal(load_state_dict(tmp_path / "lightning.ckpt")["fc.weight"], t)
+    save_file({"fc.weight": t}, str(tmp_path / "w.safetensors"))
+    assert torch.equal(load_state_dict(tmp_path / "w.safetensors")["fc.weight"], t)
+    torch.save({"params_ema": {"fc.weight": t}, "iter": 3}, tmp_path / "basicsr.pth")
+    assert list(load_state_dict(tmp_path / "basicsr.pth")) == ["fc.weight"]
+    torch.save({"fc.weight": t, "payload": _NotAWeight()}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError, match="evil.pth"):
+        load_state_dict(tmp_path / "evil.pth")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_state_dict(tmp_path / "nope.pth")
+    net = torch.nn.Linear(3, 2, bias=False)
+    check_state_dict(net, {"weight": t})
+    with pytest.raises(ValueError, match=r"missing keys: weight; unexpected keys: fc.weight"):
+        check_state_dict(net, {"fc.weight": t}, "x.pth")
+    with pytest.raises(ValueError, match=r"wrong shape keys: weight \(3, 2\) != \(2, 3\)"):
+        check_state_dict(net, {"weight": t.T}, "x.pth")

@@ -57,7 +57,7 @@ _EXPORTS = {
     "pairwise_cosine": "identity",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605
 
 
 def __getattr__(name: str) -> Any:

@@ -45,6 +45,7 @@ import numpy as np
 
 from honestface.face.schemes import DLIB68
 from honestface.face.types import FaceDetection
+from honestface.weights import check_state_dict, load_state_dict, resolve_weight
 
 DETECTORS = ("dlib", "mtcnn", "retinaface", "scrfd")
 SELECT_RULES = ("largest", "center", "score", "all")
@@ -334,9 +335,7 @@ class RetinaFaceDetector(_Detector):
         nms_threshold: float = 0.4,
         min_size: float = 0.0,
     ) -> None:
-        import torch
 
-        from honestface.weights import resolve_weight
 
         super().__init__(min_size)
         if network not in _RETINAFACE_NETWORKS:
@@ -350,10 +349,8 @@ class RetinaFaceDetector(_Detector):
         with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" from facexlib's resnet50
             warnings.simplefilter("ignore", UserWarning)
             net = RetinaFace(network_name=fx_name, half=False, phase="test", device=self.device)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = load_state_dict(path)
+        check_state_dict(net, state, str(path), f"facexlib RetinaFace {fx_name}")
         net.load_state_dict(state, strict=True)
         self.net = net.to(self.device).eval()
 
@@ -386,7 +383,6 @@ class SCRFDDetector(_Detector):
         input_size: tuple[int, int] = (640, 640),
         min_size: float = 0.0,
     ) -> None:
-        from honestface.weights import resolve_weight
 
         super().__init__(min_size)
         if len(input_size) != 2 or any(int(s) <= 0 or int(s) % 32 for s in input_size):

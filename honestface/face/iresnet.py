@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from honestface.weights import check_state_dict, load_state_dict
+
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "ir18": (2, 2, 2, 2),
     "ir34": (3, 4, 6, 3),
@@ -142,14 +144,7 @@ class IResNet(nn.Module):
         eval mode.
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"iResNet checkpoint not found: {path}")
-        state = torch.load(path, map_location=map_location, weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise TypeError(f"{path}: expected a state dict, got {type(state).__name__}")
-        state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DistributedDataParallel
+        state = load_state_dict(path, map_location=map_location)
 
         counts = infer_layers(state)
         if arch is None:
@@ -170,7 +165,7 @@ class IResNet(nn.Module):
         except KeyError:
             pass  # the strict check below names what is missing
         net = cls(IRESNET_LAYERS[arch], num_features=num_features, widths=widths)
-        check_state_dict_keys(net, state, source=f"{path} (arch {arch})")
+        check_state_dict(net, state, f"{path} (arch {arch})", "the arcface_torch iResNet layout")
         net.load_state_dict(state, strict=True)
         return net.eval()
 
@@ -196,25 +191,6 @@ def infer_layers(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
         idx = {int(k[len(prefix) :].split(".", 1)[0]) for k in state if k.startswith(prefix)}
         counts.append(max(idx) + 1 if idx else 0)
     return tuple(counts)
-
-
-def check_state_dict_keys(net: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
-    """Raise a one-line ValueError listing missing/unexpected keys and shape mismatches against `net`."""
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    )
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                parts.append(f"{label} keys: {shown}")
-        raise ValueError(f"{source} does not match the arcface_torch iResNet layout; " + "; ".join(parts))
 
 
 def iresnet(arch: str, **kwargs) -> IResNet:

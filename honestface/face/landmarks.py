@@ -44,6 +44,7 @@ from honestface.face.detection import (
 )
 from honestface.face.schemes import DLIB68, INSIGHTFACE106, WFLW98, LandmarkScheme
 from honestface.face.types import FaceDetection
+from honestface.weights import check_state_dict, load_state_dict, resolve_weight
 
 LANDMARKERS = ("dlib68", "awing98", "insightface106")
 
@@ -117,9 +118,7 @@ class AWingLandmarker:
     input_size = 256
 
     def __init__(self, weights: str | os.PathLike | None = None, device=None, batch_size: int = 8) -> None:
-        import torch
 
-        from honestface.weights import resolve_weight
 
         path = resolve_weight("awing_fan", weights)
         from facexlib.alignment.awing_arch import FAN
@@ -127,10 +126,8 @@ class AWingLandmarker:
         self.device = torch_device(device)
         self.batch_size = int(batch_size)
         net = FAN(num_modules=4, end_relu=False, num_landmarks=98, device=str(self.device))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = load_state_dict(path)
+        check_state_dict(net, state, str(path), "the facexlib AWing FAN (98 points)")
         net.load_state_dict(state, strict=True)
         self.net = net.to(self.device).eval()
 
@@ -166,7 +163,6 @@ class InsightFace106Landmarker:
     scheme: LandmarkScheme = INSIGHTFACE106
 
     def __init__(self, weights: str | os.PathLike | None = None, device=None) -> None:
-        from honestface.weights import resolve_weight
 
         path = resolve_weight("landmark_2d106", weights)
         from insightface.model_zoo.landmark import Landmark

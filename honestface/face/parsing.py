@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from honestface.weights import check_state_dict, load_state_dict, resolve_weight
+
 BISENET_CLASSES = (
     "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
     "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
@@ -166,25 +168,12 @@ def build_parser(
     512; BiSeNet is fully convolutional and runs at another `input_size` with the same weights (faster, coarser),
     while ParseNet's layer count depends on it (other sizes need weights trained at that size).
     """
-    from honestface.weights import resolve_weight
 
     if arch not in ARCHS:
         raise ValueError(f"unknown parsing network {arch!r}; allowed: {', '.join(ARCHS)}")
     path = resolve_weight(f"parsing_{arch}", weights)
     parser = FaceParser(arch, input_size)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("params"), dict):  # basicsr-style checkpoint
-        state = state["params"]
-    if not isinstance(state, dict):
-        raise TypeError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    expected = parser.net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"{path} is not a facexlib {arch} (input_size {input_size}) state dict: {len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(wrong)} wrongly shaped keys (e.g. {(missing + unexpected + wrong)[0]!r})"
-        )
+    state = load_state_dict(path)
+    check_state_dict(parser.net, state, str(path), f"a facexlib {arch} (input_size {input_size})")
     parser.net.load_state_dict(state, strict=True)
     return parser.eval().to(device) if device is not None else parser.eval()

@@ -62,6 +62,6 @@ class LandmarkDetector(Protocol):
     """Predicts a fixed landmark scheme for each given face box. Returns (N, P, 2) float, one row per box."""
 
     name: str
-    scheme: "LandmarkScheme"  # noqa: F821 (defined in honestface.face.schemes)
+    scheme: LandmarkScheme  # noqa: F821 (defined in honestface.face.schemes)
 
     def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray: ...
