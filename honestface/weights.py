@@ -476,14 +476,40 @@ def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | Non
 STATE_DICT_WRAPPERS = ("state_dict", "params_ema", "params", "model")
 
 
-def load_state_dict(path: PathLike, *, unwrap: tuple[str, ...] = STATE_DICT_WRAPPERS,
-                    strip_prefix: str | None = "module.", map_location: str = "cpu") -> dict:
-    """Tensors of a checkpoint file as a flat {name: tensor} dict.
+class _Inert(dict):
+    """Stand-in for a non-tensor class pickled into a checkpoint (Lightning callbacks, hyper-parameters).
 
-    `.safetensors` files load with safetensors; anything else with `torch.load(weights_only=True)`. A dict that
-    wraps the weights under one of `unwrap` (Lightning `state_dict`, basicsr `params_ema`/`params`) is unwrapped;
-    `strip_prefix` (DistributedDataParallel's `module.`) is removed from every key that has it.
+    Built instead of the real class when a weights-only load meets an unknown global: it stores what it is given
+    and never runs any code from the file.
     """
+
+    __hash__ = object.__hash__
+
+    def __new__(cls, *args, **kwargs):
+        return dict.__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def append(self, item) -> None:
+        self.setdefault("_items", []).append(item)
+
+    def extend(self, items) -> None:
+        self.setdefault("_items", []).extend(items)
+
+
+def load_checkpoint(path: PathLike, map_location: str = "cpu"):
+    """The object stored in a checkpoint file, loaded without ever running code from it.
+
+    `.safetensors` files load with safetensors; anything else with `torch.load(weights_only=True)`. Old
+    Lightning checkpoints pickle callback / hyper-parameter classes next to the tensors, which a weights-only load
+    refuses: those globals are then replaced by inert placeholders (`_Inert`, torch >= 2.5), never imported.
+    """
+    import pickle
+
     import torch
 
     path = Path(path)
@@ -492,19 +518,49 @@ def load_state_dict(path: PathLike, *, unwrap: tuple[str, ...] = STATE_DICT_WRAP
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device=map_location)
-    else:
+        return load_file(str(path), device=map_location)
+
+    def fail(err: BaseException) -> WeightsError:
+        first = str(err).splitlines()[0] if str(err) else ""
+        return WeightsError(f"{path}: cannot be read as a weights-only checkpoint ({type(err).__name__}: {first})")
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+        if finder is None:
+            raise fail(err) from err
+        stubs = [(type(n.rsplit(".", 1)[-1], (_Inert,), {"__module__": __name__}), n) for n in finder(str(path))]
         try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # pickle with code, truncated file, not a checkpoint at all
-            raise WeightsError(f"{path}: cannot be read as a weights-only checkpoint ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''})") from e
+            with torch.serialization.safe_globals(stubs):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err2:
+            raise fail(err2) from err2
+    except Exception as err:  # truncated file, not a checkpoint at all
+        raise fail(err) from err
+
+
+def load_state_dict(path: PathLike, *, unwrap: tuple[str, ...] = STATE_DICT_WRAPPERS,
+                    strip_prefix: str | None = "module.", map_location: str = "cpu") -> dict:
+    """Tensors of a checkpoint file as a flat {name: tensor} dict (see `load_checkpoint` for how it is read).
+
+    A dict that wraps the weights under one of `unwrap` (Lightning `state_dict`, basicsr `params_ema`/`params`)
+    is unwrapped; `strip_prefix` (DistributedDataParallel's `module.`) is removed from every key that has it.
+    Anything that is not a tensor at that level (an object smuggled in with the weights) is an error.
+    """
+    import torch
+
+    state = load_checkpoint(path, map_location)
     for key in unwrap:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+    odd = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise WeightsError(f"{path}: expected a state dict of tensors, but {odd[0]!r} holds a "
+                           f"{type(state[odd[0]]).__name__}")
     if strip_prefix:
         state = {k.removeprefix(strip_prefix): v for k, v in state.items()}
     return state

@@ -286,7 +286,8 @@ class IResNetIdentityEncoder(IdentityEncoder):
         """Whole images (B, 3, H, W) in [-1, 1] plus their points5 (B, 5, 2) -> (B, 512), differentiable."""
         from honestface.face.alignment import align_faces_torch
 
-        crops = align_faces_torch(images, points5, template="arcface", size=self.crop_size, border="constant")
+        crops = align_faces_torch(images, points5, template="arcface", size=self.crop_size, border="constant",
+                                  border_value=-1.0)  # black in [-1, 1], like insightface norm_crop
         return self.embed_torch(crops)  # crops: (B, 3, 112, 112)
 
     @torch.no_grad()
