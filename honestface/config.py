@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -29,8 +28,8 @@ CONFIG_FILENAME = "config.yaml"
 @dataclass
 class ModelConfig:
     name: Literal["honestface", "vspbfr"] = "honestface"
-    preset: Optional[str] = None  # a named size of the model family, e.g. "sd21" or "tiny"
-    pretrained: Optional[str] = None  # folder written by save_pretrained (a trained honestface model)
+    preset: str | None = None  # a named size of the model family, e.g. "sd21" or "tiny"
+    pretrained: str | None = None  # folder written by save_pretrained (a trained honestface model)
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments that override the preset
 
 
@@ -46,10 +45,10 @@ class FaceConfig:
 
 @dataclass
 class DataConfig:
-    train_dir: Optional[str] = None  # HQ faces (any nesting); one folder per identity for references
-    val_dir: Optional[str] = None
-    reference_dir: Optional[str] = None  # defaults to the identity folders of train_dir
-    lq_dir: Optional[str] = None  # precomputed LQ faces for a fixed test set
+    train_dir: str | None = None  # HQ faces (any nesting); one folder per identity for references
+    val_dir: str | None = None
+    reference_dir: str | None = None  # defaults to the identity folders of train_dir
+    lq_dir: str | None = None  # precomputed LQ faces for a fixed test set
     resolution: int = 512
     num_references: int = 4  # K
     reference_dropout: float = 0.1  # probability of training a sample blind (K=0)
@@ -101,14 +100,14 @@ class TrainConfig:
     save_every: int = 1_000
     eval_every: int = 1_000
     keep_last: int = 3
-    resume: Optional[str] = None  # a checkpoint folder, or "latest"
+    resume: str | None = None  # a checkpoint folder, or "latest"
 
 
 @dataclass
 class InferConfig:
-    input: Optional[str] = None
-    output: Optional[str] = None
-    references: Optional[str] = None
+    input: str | None = None
+    output: str | None = None
+    references: str | None = None
     mode: Literal["aligned", "photo"] = "aligned"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
@@ -121,11 +120,11 @@ class InferConfig:
 
 @dataclass
 class EvalConfig:
-    restored: Optional[str] = None
-    ground_truth: Optional[str] = None
-    references: Optional[str] = None
+    restored: str | None = None
+    ground_truth: str | None = None
+    references: str | None = None
     metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "ids", "lmd", "ald"])
-    output: Optional[str] = None
+    output: str | None = None
 
 
 @dataclass
@@ -252,18 +251,9 @@ def to_yaml(cfg: DictConfig) -> str:
 
 def save_config(cfg: DictConfig, directory: str | os.PathLike, filename: str = CONFIG_FILENAME) -> Path:
     """Write the resolved config to `directory/filename` atomically and return its path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / filename
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(to_yaml(cfg))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from honestface.io import atomic_write_text
+
+    return atomic_write_text(Path(directory) / filename, to_yaml(cfg))
 
 
 def config_to_dict(section: DictConfig) -> dict[str, Any]:
@@ -271,7 +261,7 @@ def config_to_dict(section: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(section, resolve=True)  # type: ignore[return-value]
 
 
-def add_config_arguments(parser: "argparse.ArgumentParser") -> None:  # noqa: F821
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: F821
     """The config arguments every script shares: --config FILE, --print-config, and key=value overrides."""
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (may inherit others via `defaults:`)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

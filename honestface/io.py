@@ -227,7 +227,14 @@ def _encode(a: np.ndarray, fmt: str, quality: int, bit_depth: int) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+    """Write `data` to `path` all at once: a temp file in the same folder, fsync, then rename into place.
+
+    Readers never see a half-written file; on failure the temp file is removed and an existing `path` is left
+    as it was. Without `overwrite`, an existing `path` raises FileExistsError. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, unlike mkstemp's 0o600
@@ -237,7 +244,7 @@ def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
             os.fsync(f.fileno())
         if overwrite:
             os.replace(tmp, path)
-            return
+            return path
         try:
             os.link(tmp, path)  # atomic create-if-absent: never clobbers a file that appeared meanwhile
         except FileExistsError:
@@ -249,6 +256,12 @@ def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    """`atomic_write_bytes` for UTF-8 text (configs, sidecars, manifests); replaces by default."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 
 def write_image(
@@ -277,7 +290,7 @@ def write_image(
     except (TypeError, ValueError) as e:
         raise type(e)(f"cannot write {path}: {e}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, data, overwrite)
+    atomic_write_bytes(path, data, overwrite)
     return path
 
 

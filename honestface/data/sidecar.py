@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from honestface.io import atomic_write_text
 
 SIDECAR_SUFFIX = ".json"
 
@@ -44,17 +45,7 @@ def _plain(value: Any) -> Any:
 
 def write_sidecar(image_path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write the sidecar of `image_path` atomically (numpy arrays become lists)."""
-    target = sidecar_path(image_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(meta), f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(sidecar_path(image_path), json.dumps(_plain(meta)))
 
 
 def read_sidecar(image_path: str | os.PathLike) -> dict[str, Any] | None:
