@@ -1,0 +1,299 @@
+"""Named HonestFace configurations ("sd21", "tiny") and the builder/loader behind `HonestFace.from_preset` /
+`HonestFace.from_pretrained`.
+
+"sd21" is the paper scale (/work/shared/reference/honestface.md §2): SD 2.1-base UNet + VAE (registry `sd21_base`),
+the OSDFace VRE (`osdface_vre`), ArcFace iResNet-50 (`arcface_torch_r50`) and the CLIP ViT-H/14 vision tower
+(`clip_vit_h14_vision`); `pretrained=False` builds the same architecture with random weights (parameter counting,
+CPU smoke tests). "tiny" is all random and small for CPU tests: 64x64 faces, 32x32 latents, context width 32.
+
+The config dicts below are the public diffusers / transformers configs of those models [our transcription; real
+weights always bring their own config.json]. Sizes we chose (tiny widths, the discriminator's head) are ours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from honestface.models.discriminator import LatentDiscriminator
+from honestface.models.face_identity_encoder import FaceIdentityEncoder, IdentityBackbone
+from honestface.models.facial_feature_extractor import FacialFeatureExtractor, ImageTokenBackbone
+from honestface.models.fusion import FeatureFusion
+from honestface.models.generator import LORA_FILE, OneStepGenerator
+from honestface.models.ide import TINY_CLIP_VISION_CONFIG
+from honestface.models.vre import VisualRepresentationEmbedder
+
+__all__ = ["CLIP_VIT_H14_VISION_CONFIG", "SD21_SCHEDULER_CONFIG", "SD21_UNET_CONFIG", "SD21_VAE_CONFIG",
+           "TINY_UNET_CONFIG", "TINY_VAE_CONFIG", "build_honestface", "load_honestface"]
+
+SD21_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "attention_head_dim": (5, 10, 20, 20), "cross_attention_dim": 1024, "use_linear_projection": True,
+    "upcast_attention": True, "norm_num_groups": 32, "act_fn": "silu", "flip_sin_to_cos": True, "freq_shift": 0,
+}
+SD21_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4, "norm_num_groups": 32, "act_fn": "silu", "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+SD21_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon", "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+}
+TINY_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 32, "in_channels": 4, "out_channels": 4, "layers_per_block": 1, "block_out_channels": (32, 64),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"), "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": 8, "cross_attention_dim": 32, "use_linear_projection": True, "norm_num_groups": 32,
+}
+TINY_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "block_out_channels": (32, 64),
+    "down_block_types": ("DownEncoderBlock2D",) * 2, "up_block_types": ("UpDecoderBlock2D",) * 2, "norm_num_groups": 32,
+    "sample_size": 64, "scaling_factor": 0.18215,
+}
+# OpenCLIP ViT-H/14 vision tower as transformers CLIPVisionConfig (IP-Adapter's image_encoder/config.json sizes)
+CLIP_VIT_H14_VISION_CONFIG: dict[str, Any] = {
+    "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 16, "num_hidden_layers": 32,
+    "image_size": 224, "patch_size": 14, "projection_dim": 1024, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+}
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    "sd21": {"unet": SD21_UNET_CONFIG, "vae": SD21_VAE_CONFIG, "clip": CLIP_VIT_H14_VISION_CONFIG, "vre": "osdface",
+             "ide": "sd21", "iresnet": "ir50", "id_dim": 512},
+    "tiny": {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG, "clip": TINY_CLIP_VISION_CONFIG, "vre": "tiny",
+             "ide": "tiny", "iresnet": None, "id_dim": 16},
+}
+_PARTS = ("generator", "vre", "identity_backbone", "image_backbone")
+_GENERATOR_KEYS = ("lora_rank", "lora_alpha", "lora_target_modules", "lora_dropout", "timestep", "encode_mode",
+                   "prediction_type")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def plain_config(config: Any) -> dict[str, Any]:
+    """A diffusers/transformers config as a JSON-ready dict (no `_` keys, tuples as lists)."""
+    return _plain(dict(config))
+
+
+def generator_architecture(generator: OneStepGenerator) -> dict[str, Any]:
+    return {"unet_config": plain_config(generator.unet.config), "vae_config": plain_config(generator.vae.config),
+            "scheduler_config": _plain(generator.scheduler_config)}
+
+
+def identity_backbone_spec(backbone: IdentityBackbone) -> dict[str, Any]:
+    net = backbone.net
+    if not all(hasattr(net, a) for a in ("layers", "widths", "num_features")):
+        raise ValueError(f"cannot describe identity backbone {type(net).__name__}: give it a weights source")
+    return {"layers": list(net.layers), "widths": list(net.widths), "num_features": int(net.num_features),
+            "border_value": backbone.border_value}
+
+
+def image_backbone_spec(backbone: ImageTokenBackbone) -> dict[str, Any]:
+    return {"config": _plain(backbone.model.config.to_diff_dict()), "layer": backbone.layer,
+            "mean": backbone.mean.flatten().tolist(), "std": backbone.std.flatten().tolist()}
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Seed random initialisation without touching the caller's global RNG state."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: bool = True,
+                     pretrained: bool | Sequence[str] | None = None, weights: dict[str, str] | None = None,
+                     osdface_weights: bool = False, identity_weights: str = "arcface_torch_r50",
+                     image_layer: int = -2, seed: int | None = 0, unet: dict[str, Any] | None = None,
+                     vae: dict[str, Any] | None = None, vre: dict[str, Any] | None = None,
+                     face_identity_encoder: dict[str, Any] | None = None,
+                     facial_feature_extractor: dict[str, Any] | None = None, fusion: dict[str, Any] | None = None,
+                     discriminator: dict[str, Any] | None = None, **generator_options: Any):
+    """Build HonestFace preset `name` ("sd21" | "tiny").
+
+    pretrained: load the external weights (default: True for "sd21"; "tiny" has none), or the names of the parts
+    to load ("generator", "vre", "identity_backbone", "image_backbone"; the rest random). weights: registry name ->
+    local path (the config's `weights:` section), e.g. {"sd21_base": "/data/sd21"}; missing names are looked up in
+    $HONESTFACE_HOME. osdface_weights: also load OSDFace's UNet LoRA and VRE projection (`osdface_lora`).
+    use_ide=False: the OSDFace-compatible model (p = p_L). seed: seeds random initialisation (global RNG untouched).
+    unet / vae: config overrides for random init; vre, face_identity_encoder, facial_feature_extractor, fusion,
+    discriminator: constructor overrides. Remaining keywords are generator options (lora_rank, lora_alpha,
+    lora_target_modules, lora_dropout, timestep, encode_mode, prediction_type).
+    """
+    from honestface.models.honestface import HonestFace
+    from honestface.weights import resolve_weight
+
+    if name not in _PRESETS:
+        raise ValueError(f"unknown HonestFace preset {name!r}; allowed: {', '.join(_PRESETS)}")
+    bad = sorted(set(generator_options) - set(_GENERATOR_KEYS))
+    if bad:
+        raise ValueError(f"unknown HonestFace preset option {bad[0]!r}; generator options: "
+                         f"{', '.join(_GENERATOR_KEYS)}")
+    spec, weights = _PRESETS[name], dict(weights or {})
+    pretrained = (name == "sd21") if pretrained is None else pretrained
+    if pretrained is True and name == "tiny":
+        raise ValueError("the 'tiny' preset has no pretrained weights (use pretrained=False)")
+    load = set(_PARTS) if pretrained is True else set() if pretrained is False else set(pretrained)
+    if load - set(_PARTS):
+        raise ValueError(f"unknown part {min(load - set(_PARTS))!r} in pretrained; allowed: {', '.join(_PARTS)}")
+    if osdface_weights and not {"generator", "vre"} <= load:
+        raise ValueError("osdface_weights=True needs the pretrained generator and VRE (the LoRA fits SD 2.1-base)")
+    sources: dict[str, dict[str, Any]] = {}
+
+    def src(part: str, entry: str) -> str | None:
+        path = weights.get(entry)
+        sources[part] = {"weights": entry, "path": None if path is None else str(path)}
+        return sources[part]["path"]
+
+    with _seeded(seed):
+        if "generator" in load:
+            gen = OneStepGenerator.from_sd(src("generator", "sd21_base"), **generator_options)
+        else:
+            gen = OneStepGenerator.from_configs({**spec["unet"], **(unet or {})}, {**spec["vae"], **(vae or {})},
+                                                SD21_SCHEDULER_CONFIG, **generator_options)
+        ctx = int(gen.unet.config.cross_attention_dim)
+        disc = LatentDiscriminator.from_unet(gen.unet, gen.scheduler_config, **(discriminator or {})) \
+            if with_discriminator else None
+        if "vre" in load:
+            proj = resolve_weight("osdface_lora", weights.get("osdface_lora")) if osdface_weights else None
+            vre_model = VisualRepresentationEmbedder.from_osdface(src("vre", "osdface_vre"), proj, **(vre or {}))
+        else:
+            extra = {"input_transform": "osdface", "input_size": 512} if spec["vre"] == "osdface" else {}
+            vre_model = VisualRepresentationEmbedder.from_preset(spec["vre"],
+                                                                 **{"out_dim": ctx, **extra, **(vre or {})})
+        if osdface_weights:
+            gen.load_osdface_lora(resolve_weight("osdface_lora", weights.get("osdface_lora")))
+        parts: dict[str, Any] = {}
+        if use_ide:
+            if "identity_backbone" in load:
+                ident = IdentityBackbone.from_weights(identity_weights, src("identity_backbone", identity_weights))
+            elif spec["iresnet"]:
+                from honestface.face.iresnet import IResNet
+
+                ident = IdentityBackbone(IResNet.from_preset(spec["iresnet"]))
+            else:
+                ident = IdentityBackbone.tiny(id_dim=spec["id_dim"])
+            if "image_backbone" in load:
+                image = ImageTokenBackbone.from_weights(src("image_backbone", "clip_vit_h14_vision"),
+                                                        layer=image_layer)
+            else:
+                image = ImageTokenBackbone.from_config(dict(spec["clip"]), layer=image_layer)
+            fie = FaceIdentityEncoder.from_preset(spec["ide"], **{"id_dim": ident.id_dim, "out_dim": ctx,
+                                                                   **(face_identity_encoder or {})})
+            ffe = FacialFeatureExtractor.from_preset(spec["ide"], **{"token_dim": image.hidden_size, "out_dim": ctx,
+                                                                      **(facial_feature_extractor or {})})
+            fus = FeatureFusion.from_preset(name, **{"dim": ctx, "num_vre_tokens": vre_model.config.num_tokens,
+                                                     "num_id_tokens": fie.config.num_tokens,
+                                                     "num_feature_tokens": ffe.config.num_queries, **(fusion or {})})
+            parts = {"face_identity_encoder": fie, "facial_feature_extractor": ffe, "fusion": fus,
+                     "identity_backbone": ident, "image_backbone": image}
+    return HonestFace(gen, vre_model, discriminator=disc, sources=sources, **parts).eval()
+
+
+def _take(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, folder: Path,
+          allow_missing: tuple[str, ...] = ()) -> None:
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(allow_missing)]
+    if missing or result.unexpected_keys:
+        bad = (missing or result.unexpected_keys)[0]
+        raise ValueError(f"{folder}: saved weights of {what} do not match the model ({bad!r})")
+
+
+def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: bool | None = None,
+                    strict_names: set[str] | None = None):
+    """The body of `HonestFace.from_pretrained` (see there)."""
+    from safetensors.torch import load_file
+
+    from honestface.models.honestface import CONFIG_FILE, FROZEN_FILE, MODULES_FILE, TRAINABLE, HonestFace
+
+    if not (folder / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"not a HonestFace folder (no {CONFIG_FILE}): {folder}")
+    cfg = json.loads((folder / CONFIG_FILE).read_text())
+    if cfg.get("format") != "honestface":
+        raise ValueError(f"{folder / CONFIG_FILE}: not a honestface config (format={cfg.get('format')!r})")
+    sources = cfg.get("sources", {})
+    used = {s["weights"] for s in sources.values()}
+    unknown = sorted(set(strict_names or ()) - used)
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a frozen part of this model; its weights: {', '.join(sorted(used))}")
+
+    def path_of(part: str) -> str | None:
+        return weights.get(sources[part]["weights"], sources[part].get("path"))
+
+    frozen = load_file(str(folder / FROZEN_FILE)) if (folder / FROZEN_FILE).is_file() else {}
+    modules = load_file(str(folder / MODULES_FILE))
+    options = {k: v for k, v in cfg["generator"].items() if not k.startswith("lora_")}
+    if "generator" in sources:
+        gen = OneStepGenerator.from_sd(path_of("generator"), weights_name=sources["generator"]["weights"],
+                                       lora_rank=0, **options)
+    else:
+        arch = cfg["generator_architecture"]
+        gen = OneStepGenerator.from_configs(arch["unet_config"], arch["vae_config"], arch["scheduler_config"],
+                                            lora_rank=0, **options)
+        _load(gen.unet, _take(frozen, "generator.unet."), "the UNet", folder)
+        _load(gen.vae, _take(frozen, "generator.vae."), "the VAE", folder)
+    disc = None
+    if cfg["discriminator"] is not None and with_discriminator is not False:
+        d_cfg = {k: v for k, v in cfg["discriminator"].items() if k not in ("unet_config", "scheduler_config")}
+        disc = LatentDiscriminator.from_unet(gen.unet, gen.scheduler_config, **d_cfg)
+        _load(disc, _take(modules, "discriminator."), "the discriminator", folder,
+              allow_missing=("backbone.",))
+    g = cfg["generator"]
+    if g["lora_rank"] > 0:
+        gen.load_lora(folder / LORA_FILE, lora_alpha=g["lora_alpha"], lora_dropout=g["lora_dropout"])
+        gen.lora_target_modules = list(g["lora_target_modules"])
+    if "vre" in sources:
+        vre = VisualRepresentationEmbedder.from_osdface(path_of("vre"), None, **cfg["vre"])
+    else:
+        vre = VisualRepresentationEmbedder(**cfg["vre"])
+        _load(vre, _take(frozen, "vre."), "the VRE", folder, allow_missing=("projection.",))
+    vre.load_projection_state_dict(_take(modules, "vre.projection."), source=str(folder / MODULES_FILE))
+    parts: dict[str, Any] = {}
+    if cfg["use_ide"]:
+        spec = cfg["identity_backbone"]
+        if "identity_backbone" in sources:
+            ident = IdentityBackbone.from_weights(sources["identity_backbone"]["weights"], path_of("identity_backbone"),
+                                                  border_value=spec["border_value"])
+        else:
+            from honestface.face.iresnet import IResNet
+
+            net = IResNet(spec["layers"], num_features=spec["num_features"], widths=spec["widths"])
+            ident = IdentityBackbone(net, border_value=spec["border_value"])
+            _load(ident, _take(frozen, "identity_backbone."), "the identity backbone", folder)
+        spec = cfg["image_backbone"]
+        kw = {"layer": spec["layer"], "mean": spec["mean"], "std": spec["std"]}
+        if "image_backbone" in sources:
+            image = ImageTokenBackbone.from_weights(path_of("image_backbone"), sources["image_backbone"]["weights"],
+                                                    **kw)
+        else:
+            image = ImageTokenBackbone.from_config(spec["config"], **kw)
+            _load(image, _take(frozen, "image_backbone."), "the image backbone", folder)
+        classes = {"face_identity_encoder": FaceIdentityEncoder, "facial_feature_extractor": FacialFeatureExtractor,
+                   "fusion": FeatureFusion}
+        for part in TRAINABLE:
+            parts[part] = classes[part](**cfg[part])
+            _load(parts[part], _take(modules, f"{part}."), part, folder)
+        parts.update(identity_backbone=ident, image_backbone=image)
+    model = HonestFace(gen, vre, discriminator=disc, sources=sources, **parts)
+    return model.eval()
