@@ -125,6 +125,11 @@ class HonestFace(nn.Module):
         for name in TRAINABLE:
             if getattr(self, name) is not None:
                 getattr(self, name).requires_grad_(True)
+        if self.use_ide and self.fusion.config.blind_mode == "null":
+            # Blind samples get the fusion's null tokens, so the encoder's own no-reference fallback is never used.
+            for name, param in self.face_identity_encoder.named_parameters():
+                if name == "null" or name.startswith("lq_to_fallback."):
+                    param.requires_grad_(False)
 
     def _check_dims(self) -> None:
         ctx = int(self.generator.unet.config.cross_attention_dim)
@@ -290,7 +295,7 @@ class HonestFace(nn.Module):
             if name.startswith("discriminator."):
                 continue
             if (".lora_" in name and name.startswith("generator.unet.")) or name.startswith("vre.projection.") \
-                    or name.split(".", 1)[0] in TRAINABLE:
+                    or (name.split(".", 1)[0] in TRAINABLE and param.requires_grad):
                 yield name, param
 
     def trainable_parameter_names(self) -> list[str]:
