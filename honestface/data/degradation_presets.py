@@ -11,7 +11,7 @@ Two chains exist (key `chain`, fixed by the preset):
   Super-Resolution with Pure Synthetic Data", ICCVW 2021): two rounds of blur / resize / noise / JPEG, a final sinc
   filter, then (our addition) a resize back to the input size so LQ and HQ share one size.
 
-Sources of the published ranges (values only; see /work/shared/reference/{peers,vspbfr,honestface}.md):
+Sources of the published ranges (values only; collected in our research notes):
 
 - `gfpgan`: GFPGAN `options/train_gfpgan_v1.yml`: kernel 41, iso/aniso 0.5/0.5, sigma [0.1, 10], downsample
   [0.8, 8], noise [0, 20], JPEG [60, 100], colour jitter p=0.3 shift 20, gray p=0.01. GFPGAN's extra torch colour

@@ -2,7 +2,7 @@
 
 Paper component: `L_G` of HonestFace (Wang et al., arXiv 2505.18469): a discriminator scores the restored latent ẑ_H
 against the ground-truth latent z_H (conditioned on the prompt p) and is trained alternately with the generator.
-The paper does not state the loss form (/work/shared/reference/honestface.md section 7).
+The paper does not state the loss form (docs/architecture.md).
 
 Sources (facts): the non-saturating logistic GAN loss (Goodfellow et al., NeurIPS 2014), written with softplus as in
 DMD2 (Yin et al., "Improved Distribution Matching Distillation", NeurIPS 2024), whose training code OSDFace's helpers
@@ -11,7 +11,7 @@ match: generator softplus(-D(fake)), discriminator softplus(D(fake)) + softplus(
 al., "Which Training Methods for GANs do actually Converge?", ICML 2018): (gamma / 2) E[||grad_x D(x)||^2] on real
 inputs.
 
-Our choices: "softplus" is the default (DMD2 / the dataflow doc); logits of any shape ((B,), (B, 1), patch maps) are
+Our choices: "softplus" is the default (DMD2; docs/architecture.md); logits of any shape ((B,), (B, 1), patch maps) are
 averaged over all their elements; the R1 gradient is taken of the summed logits, so each sample's own logits drive
 its gradient; losses are computed in float32.
 """

@@ -2,7 +2,7 @@
 
 Paper component: the fidelity term of the generator step. HonestFace's figure does not draw a pixel loss, but its
 predecessor OSDFace trains with `L_MSE(x̂_H, x_H)` next to EA-DISTS, L_ID and L_G (OSDFace, Wang et al., CVPR 2025;
-/work/shared/reference/honestface.md sections 5 and 8). The latent variant (MSE between ẑ_H and the VAE encoding
+docs/architecture.md). The latent variant (MSE between ẑ_H and the VAE encoding
 z_H of the ground truth) is our addition: it skips the VAE decoder, which makes cheap warm-up steps possible.
 
 Our choices: plain mean squared error (mean over every element, i.e. over the batch too); `space="both"` adds the two

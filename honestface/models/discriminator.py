@@ -3,7 +3,7 @@
 Paper component: the "Discriminator" of the HonestFace pipeline figure (arXiv 2505.18469), which scores the one-step
 estimate `z_hat_H` (fake) against the ground-truth latent `z_H` (real), conditioned on the prompt `p`, and is trained
 alternately with the generator ("adversarial distillation"). The paper does not describe its architecture
-(/work/shared/reference/honestface.md §7). We follow DMD2 (Yin et al., "Improved Distribution Matching Distillation
+(docs/architecture.md). We follow DMD2 (Yin et al., "Improved Distribution Matching Distillation
 for Fast Image Synthesis", NeurIPS 2024), whose helpers the authors' OSDFace code carries:
 
 - the backbone is the diffusion UNet's encoder half (conv_in, time embedding, down blocks, mid block), here a

@@ -3,7 +3,7 @@
 Paper component: the "Feature Fusion" block of HonestFace (Wang et al., arXiv 2505.18469, pipeline figure), which
 takes the VRE prompt p_L and the Identity Embedder's p_F and p_I and gives the prompt embedding p that the UNet
 (and the latent discriminator) attend to. The operator and the token count are not public; this is **our design**
-(/work/shared/reference/honestface-dataflow.md): token concatenation, one learned segment embedding added to each
+(docs/architecture.md): token concatenation, one learned segment embedding added to each
 segment's tokens (so cross-attention can tell the sources apart), and a final LayerNorm. At SD 2.1 sizes
 p is (B, 77 + 4 + 16 = 97, 1024).
 

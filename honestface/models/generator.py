@@ -2,7 +2,7 @@
 
 Paper component: the trainable UNet `eps_theta` of the HonestFace pipeline figure (arXiv 2505.18469) between the
 frozen SD VAE encoder `E_phi` and decoder `D_phi`. The numbers follow the authors' released OSDFace inference code
-(github.com/jkwang28/OSDFace `infer.py`, HEAD 0652227), see /work/shared/reference/honestface.md §2:
+(github.com/jkwang28/OSDFace `infer.py`, HEAD 0652227), see docs/architecture.md:
 
 - base model Stable Diffusion 2.1-base (diffusers layout `unet/`, `vae/`, `scheduler/`; registry entry `sd21_base`);
 - the LQ latent `z_L = E(x_L) * scaling_factor` (OSDFace *samples* the posterior) is used directly as `x_t` at the

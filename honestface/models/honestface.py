@@ -1,8 +1,7 @@
 """HonestFace: the composite one-step face-restoration model (LQ face + reference faces -> restored face).
 
 Paper: Wang et al., "HonestFace: Towards Honest Face Restoration with One-Step Diffusion Model", arXiv 2505.18469.
-The pipeline figure fixes the boxes wired here (/work/shared/reference/honestface.md §1-2,
-honestface-dataflow.md); shapes below are at SD 2.1-base size, 512x512:
+The pipeline figure fixes the boxes wired here (docs/architecture.md); shapes below are at SD 2.1-base size, 512x512:
 
     lq (B,3,512,512) --VAE enc--> z_L (B,4,64,64) ------------------------------------------+
     lq --VRE--> p_L (B,77,1024)                                                             |

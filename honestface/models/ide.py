@@ -6,7 +6,7 @@ Extractor** (input: the reference pool and the LQ face; output p_I). Its output 
 into the UNet context (see `fusion.py`).
 
 The paper's IDE internals (its Figs. 2 and 3) are not public, so everything below is **our design**
-(/work/shared/reference/honestface.md section 4, honestface-dataflow.md), kept configurable:
+(docs/architecture.md), kept configurable:
 
 | module                        | class                                        | trainable | output               |
 |-------------------------------|----------------------------------------------|-----------|----------------------|

@@ -1,7 +1,7 @@
 """Named HonestFace configurations ("sd21", "tiny") and the builder/loader behind `HonestFace.from_preset` /
 `HonestFace.from_pretrained`.
 
-"sd21" is the paper scale (/work/shared/reference/honestface.md §2): SD 2.1-base UNet + VAE (registry `sd21_base`),
+"sd21" is the paper scale (docs/architecture.md): SD 2.1-base UNet + VAE (registry `sd21_base`),
 the OSDFace VRE (`osdface_vre`), ArcFace iResNet-50 (`arcface_torch_r50`) and the CLIP ViT-H/14 vision tower
 (`clip_vit_h14_vision`); `pretrained=False` builds the same architecture with random weights (parameter counting,
 CPU smoke tests). "tiny" is all random and small for CPU tests: 64x64 faces, 32x32 latents, context width 32.

@@ -2,7 +2,7 @@
 
 HonestFace (Wang et al., arXiv 2505.18469) draws a frozen "VRE Encoder + LQ Dict" that turns the LQ input x_L into
 p_L; it is inherited from OSDFace (Wang et al., CVPR 2025). Facts used here (team notes
-/work/shared/reference/honestface.md section 3, from the official OSDFace code github.com/jkwang28/OSDFace,
+docs/architecture.md, from the official OSDFace code github.com/jkwang28/OSDFace,
 `infer.py` and `lq_embed/inference.py`, and DAEFR github.com/LIAGM/DAEFR, `DAEFR/modules/vqvae/vqvae_arch.py`,
 `DAEFR/models/association_stage.py`):
 
