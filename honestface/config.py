@@ -45,15 +45,16 @@ class FaceConfig:
 
 @dataclass
 class DataConfig:
-    train_dir: str | None = None  # HQ faces (any nesting); one folder per identity for references
-    val_dir: str | None = None
-    reference_dir: str | None = None  # defaults to the identity folders of train_dir
-    lq_dir: str | None = None  # precomputed LQ faces for a fixed test set
+    dataset: Literal["reference", "paired"] = "reference"  # identity folders with references, or plain HQ faces
+    train_dir: str | None = None  # aligned HQ faces: one folder per identity ("reference"), any nesting ("paired")
+    val_dir: str | None = None  # same layout; validation images come from here (else from train_dir)
+    lq_dir: str | None = None  # precomputed LQ of val_dir (same relative paths), e.g. from prepare_data make-testset
     resolution: int = 512
     num_references: int = 4  # K
     reference_dropout: float = 0.1  # probability of training a sample blind (K=0)
     batch_size: int = 1
     num_workers: int = 2
+    split_file: str | None = None  # identities to train on (one per line); default: every folder of train_dir
 
 
 @dataclass
@@ -74,6 +75,9 @@ class LossConfig:
     adversarial: float = 0.02
     adversarial_type: Literal["softplus", "hinge"] = "softplus"
     r1: float = 0.0
+    networks: Literal["pretrained", "random"] = "pretrained"  # random: untrained VGG/ArcFace (tests, tiny CPU runs)
+    mfa_texture: Literal["gram", "meanstd"] = "gram"
+    mfa_region_weights: dict[str, float] = field(default_factory=dict)  # overrides, e.g. {eyes: 2.0}
 
 
 @dataclass
@@ -89,13 +93,22 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    # What to train: the HonestFace G/D alternation, or an earlier stage of the small-scale recipe (a face VAE;
+    # the VRE's dual VQ codebooks). `stage_params` are that stage's own options (checked by the stage).
+    stage: Literal["honestface", "vae", "vre"] = "honestface"
+    stage_params: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/${model.name}"
     max_steps: int = 100_000
     seed: int = 0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
-    disc_start_step: int = 0
+    disc_start_step: int = 0  # generator-only warm-up steps before the discriminator starts
+    d_steps_per_g: int = 1
+    ema_decay: float = 0.0  # 0 = no EMA; else EMA of the trainable weights, used for validation and export
+    max_bad_steps: int = 20  # consecutive non-finite losses tolerated (each skipped) before the run stops
+    num_val_images: int = 4
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
     log_every: int = 50
     save_every: int = 1_000
     eval_every: int = 1_000
@@ -233,11 +246,14 @@ def _check_values(cfg: DictConfig) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"bad value for '{key}': must be > 0, got {OmegaConf.select(cfg, key)}")
-    for key in ["data.num_references", "data.num_workers", "infer.max_references", "train.keep_last"]:
+    for key in ["data.num_references", "data.num_workers", "infer.max_references", "train.keep_last",
+                "train.disc_start_step", "train.d_steps_per_g", "train.num_val_images", "train.max_bad_steps"]:
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"bad value for '{key}': must be >= 0, got {OmegaConf.select(cfg, key)}")
     if not 0.0 <= cfg.data.reference_dropout <= 1.0:
         raise ConfigError(f"bad value for 'data.reference_dropout': must be in [0, 1], got {cfg.data.reference_dropout}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"bad value for 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.data.resolution % 8:
         raise ConfigError(f"bad value for 'data.resolution': must be a multiple of 8 (VAE), got {cfg.data.resolution}")
     for key, value in cfg.loss.items():

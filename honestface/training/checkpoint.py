@@ -1,0 +1,76 @@
+"""Training checkpoints: atomic folders, keep-last-K, and `resume=latest|path`.
+
+A checkpoint is a folder `<output_dir>/checkpoints/step_<N>` written by `accelerator.save_state` (model,
+optimisers, schedulers, RNG states, registered objects such as the EMA and the trainer state). It is written to
+a hidden temporary folder first and renamed into place only when complete, so a crash or Ctrl-C in the middle
+of a save never leaves a folder that looks like a checkpoint but is not one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / CHECKPOINT_DIR
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume: str | None, output_dir: str | os.PathLike) -> Path | None:
+    """`train.resume`: None -> no resume; "latest" -> newest checkpoint of this run (None if there is none yet);
+    else a checkpoint folder, which must exist."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path.is_dir() and (path / STATE_FILE).is_file()):
+        raise FileNotFoundError(f"train.resume={resume!r}: not a checkpoint folder (no {STATE_FILE} inside)")
+    return path
+
+
+def temporary_dir(output_dir: str | os.PathLike, step: int, create: bool = True) -> Path:
+    """Where checkpoint `step` is written before `commit`; `create` (the main process) clears any leftover."""
+    tmp = checkpoint_root(output_dir) / f".tmp-step_{step}"
+    if create:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit(tmp: Path, step: int, keep_last: int) -> Path:
+    """Rename a finished temporary folder into place and delete the oldest checkpoints beyond `keep_last`."""
+    final = tmp.parent / f"step_{step}"
+    if final.exists():  # the same step saved again (e.g. Ctrl-C right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if keep_last > 0:
+        for old in list_checkpoints(tmp.parent.parent)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def write_state(directory: Path, state: dict) -> None:
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+
+def read_state(directory: Path) -> dict:
+    return json.loads((directory / STATE_FILE).read_text())
