@@ -272,7 +272,7 @@ class Trainer:
         if hasattr(tracker, "add_image"):
             tracker.add_image("validation/" + "|".join(images), grid, self.step)
 
-    def _ema_weights(self):  # noqa: ANN202
+    def _ema_weights(self):
         """Context: the EMA weights swapped in (validation, export), the training weights restored after."""
         ema, params = self.ema, None
         if ema is not None:

@@ -13,7 +13,7 @@ TASKS: dict[str, str] = {
 }
 
 
-def build_task(stage: str, cfg) -> TrainingTask:  # noqa: ANN001
+def build_task(stage: str, cfg) -> TrainingTask:
     if stage not in TASKS:
         raise ValueError(f"unknown train.stage {stage!r}; allowed: {', '.join(TASKS)}")
     module, name = TASKS[stage].split(":")

@@ -158,7 +158,7 @@ class HonestFaceTask(TrainingTask):
     def module(self) -> nn.Module:
         return self._module
 
-    def _dataset(self, root: str | None, train: bool, lq_root: str | None = None):  # noqa: ANN202
+    def _dataset(self, root: str | None, train: bool, lq_root: str | None = None):
         from honestface.data.datasets import PairedFaceDataset
         from honestface.data.references import ReferenceFaceDataset, read_split_file
 
@@ -188,13 +188,13 @@ class HonestFaceTask(TrainingTask):
             return ["generator"] + ["discriminator"] * t.d_steps_per_g
         return ["generator"]
 
-    def train_dataset(self):  # noqa: ANN201
+    def train_dataset(self):
         return self._train_data
 
-    def val_dataset(self):  # noqa: ANN201
+    def val_dataset(self):
         return self._val_data
 
-    def collate(self):  # noqa: ANN201
+    def collate(self):
         from honestface.data.datasets import collate_faces
 
         return collate_faces
