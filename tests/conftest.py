@@ -31,3 +31,13 @@ def weights_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("HONESTFACE_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def sample_identities(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Identity folders (8 people x 3 images, 64 px, landmark sidecars) made from the bundled photos."""
+    from honestface.data.sample_dataset import build_sample_identities
+
+    root = tmp_path_factory.mktemp("identities")
+    build_sample_identities(root, size=64, views=3)
+    return root

@@ -13,11 +13,14 @@ import numpy as np
 
 
 def augmented_views(crop: np.ndarray, count: int, seed: int = 0, rotation: float = 8.0, scale: float = 0.06,
-                    shift: float = 0.04, flip: bool = True, colour: float = 0.08) -> list[np.ndarray]:
+                    shift: float = 0.04, flip: bool = True, colour: float = 0.08,
+                    return_matrices: bool = False) -> list[np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
     """`count` jittered copies of an aligned face crop (H, W, 3) uint8, deterministic in `seed`.
 
-    rotation: max degrees; scale: max relative zoom; shift: max fraction of the size; colour: max relative change of
-    brightness, contrast and each channel's gain. Borders are reflected, so no black corners appear.
+    rotation: max degrees; scale: max relative zoom; shift: max fraction of the size; flip: mirror half of the
+    views; colour: max relative change of brightness, contrast and each channel's gain. Borders are reflected, so
+    no black corners appear. `return_matrices`: (view, M) pairs, M (2, 3) mapping crop pixels to view pixels (with
+    a flip, landmark indices also swap sides: use flip=False when landmarks must follow).
     """
     if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
         raise ValueError(f"augmented_views expects an (H, W, 3) uint8 crop, got {crop.shape} {crop.dtype}")
@@ -32,11 +35,13 @@ def augmented_views(crop: np.ndarray, count: int, seed: int = 0, rotation: float
         view = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if flip and rng.random() < 0.5:
             view = view[:, ::-1]
+            m = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0.0, 0.0, 1.0]])
         x = view.astype(np.float32) / 255.0
         gain = 1.0 + rng.uniform(-colour, colour, size=3)  # per channel
         contrast = 1.0 + rng.uniform(-colour, colour)
         brightness = rng.uniform(-colour, colour) / 2
         mean = x.mean()
         x = (x - mean) * contrast + mean + brightness
-        views.append(np.ascontiguousarray(np.clip(x * gain, 0, 1) * 255 + 0.5).astype(np.uint8))
+        view = np.ascontiguousarray(np.clip(x * gain, 0, 1) * 255 + 0.5).astype(np.uint8)
+        views.append((view, m) if return_matrices else view)
     return views

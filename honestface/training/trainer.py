@@ -224,7 +224,7 @@ class Trainer:
             if not bool(phase_finite):
                 finite = False
                 bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
-                acc.print(f"warning: non-finite {phase} loss at step {self.step} ({', '.join(bad) or 'another process'})")
+                acc.print(f"warning: non-finite {phase} loss at step {self.step} ({', '.join(bad) or ('loss' if acc.num_processes == 1 else 'another process')})")
                 opt.zero_grad(set_to_none=True)
                 break
             params = [p for g in opt.param_groups for p in g["params"]]

@@ -14,7 +14,11 @@ TASKS: dict[str, str] = {
 
 
 def build_task(stage: str, cfg) -> TrainingTask:
+    """The task of `stage`, built after seeding every RNG with `train.seed` (random initialisations repeat)."""
+    from accelerate.utils import set_seed
+
     if stage not in TASKS:
         raise ValueError(f"unknown train.stage {stage!r}; allowed: {', '.join(TASKS)}")
     module, name = TASKS[stage].split(":")
+    set_seed(int(cfg.train.seed))
     return getattr(importlib.import_module(module), name)(cfg)

@@ -18,7 +18,8 @@ the rule SD used to get 0.18215 (latents of unit variance for the diffusion mode
 
 stage_params (all optional): `vae` (AutoencoderKL config overrides of `TINY_VAE_CONFIG`), `l1_weight` (1.0),
 `perceptual_weight` (0.1; kind `loss.perceptual_type`, untrained networks when `loss.networks=random`), `kl_weight`
-(1e-6), `scaling_batches` (4). This module also holds the helpers the `vre` stage shares.
+(1e-6), `scaling_batches` (4). Faces come from `data.train_dir` (any nesting; `data.dataset` is not consulted:
+this stage and `vre` read plain HQ faces). This module also holds the helpers the `vre` stage shares.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def stage_params(cfg: DictConfig, stage: str, defaults: dict[str, Any]) -> dict[
         ok = (value is None or want is None or isinstance(value, type(want))
               or (isinstance(want, float) and isinstance(value, int) and not isinstance(value, bool)))
         if not ok or (isinstance(want, (int, float)) and isinstance(value, bool)):
-            raise ValueError(f"train.stage_params.{key} must be a {type(want).__name__}, got {value!r}")
+            kind = {int: "an int", float: "a number", dict: "a mapping", str: "a string"}.get(type(want), type(want))
+            raise ValueError(f"train.stage_params.{key} must be {kind}, got {value!r}")
     return {**defaults, **given}
 
 
@@ -151,7 +153,8 @@ class AutoencoderModule(nn.Module):
         x = batch["hq_in"]  # (B, 3, H, W) in [-1, 1]
         rec, posterior = self.reconstruct(x)
         l1 = F.l1_loss(rec.float(), x.float())
-        kl = posterior.kl().float().mean() / x[0].numel()
+        mean, logvar = posterior.mean.float(), posterior.logvar.float()  # (B, C, h, w); KL in float32
+        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean() / x[0].numel()
         loss = self.l1_weight * l1 + self.kl_weight * kl
         logs: dict[str, Any] = {"loss/l1": l1.detach(), "loss/kl": kl.detach()}
         if self.perceptual is not None:

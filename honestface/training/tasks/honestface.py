@@ -100,7 +100,9 @@ class HonestFaceTrainingModule(nn.Module):
             terms["perceptual"], _ = self.perceptual(out.x_hat, hq)
         if self.identity is not None:
             terms["identity"], _ = self.identity(out.x_hat, hq)
-        if self.mfa is not None and batch.get("masks") is not None:
+        if self.mfa is not None and batch.get("masks") is None:
+            terms["mfa"] = out.x_hat.new_zeros(())  # no sample of this batch has landmarks
+        elif self.mfa is not None:
             with_refs = batch.get("mfa_ref_mask") is not None  # references with landmarks, for the texture pull
             terms["mfa"], _ = self.mfa(out.x_hat, hq, batch["masks"], refs=batch["refs"] if with_refs else None,
                                        ref_landmarks=batch.get("ref_landmarks"), ref_mask=batch.get("mfa_ref_mask"),

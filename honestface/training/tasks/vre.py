@@ -17,7 +17,8 @@ step runs the phases whose dictionary is still training), and the association ph
 epoch proportions (hq = 5/6, lq = 1/6, assoc = the rest). Each phase's optimiser owns one autoencoder ("hq", "lq";
 the association's learnable temperature belongs to "lq", the side that is exported); in a phase, the other
 encoder's features are computed without gradient (what DAEFR's per-optimiser Lightning steps amount to), so a
-phase's loss reaches exactly the parameters of its optimiser. Autoencoder loss: l1_weight * L1 + perceptual_weight *
+phase's loss reaches exactly the parameters of its optimiser. `param_groups` lists "lq" first, so an EMA
+(`train.ema_decay`) tracks the exported LQ side. Autoencoder loss: l1_weight * L1 + perceptual_weight *
 L_Per (`loss.perceptual_type`; untrained networks with `loss.networks=random`) + codebook_weight * VQ loss (beta =
 0.25), as DAEFR minus its patch discriminator.
 
@@ -159,7 +160,8 @@ class VRETask(TrainingTask):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         dual = self._module.dual
-        return {"hq": list(dual.hq.parameters()), "lq": [*dual.lq.parameters(), dual.logit_scale]}
+        # "lq" first: the trainer's EMA (train.ema_decay) follows the first group, and the LQ side is exported
+        return {"lq": [*dual.lq.parameters(), dual.logit_scale], "hq": list(dual.hq.parameters())}
 
     def association(self, step: int) -> bool:
         """Whether `step` is in the association phase (lambda_assoc > 0)."""
