@@ -265,3 +265,26 @@ def test_sd21_size_forward_from_a_diffusers_folder(tmp_path):
     assert out.prompt_embeds.shape == (1, 77 + 4 + 16, 1024) and torch.isfinite(out.x_hat).all()
     assert logits.shape == (1,) and torch.isfinite(logits).all()
     print(f"SD 2.1-size HonestFace forward (512x512, K=2, CPU): {seconds:.1f} s")
+
+
+def test_trained_vae_and_vre_folders_replace_the_random_ones(tmp_path):
+    """The small-scale recipe: the `vae` and `vre` stages export folders the tiny HonestFace is built on."""
+    from diffusers import AutoencoderKL
+
+    from honestface.models.presets import TINY_VAE_CONFIG
+    from honestface.models.vre import VisualRepresentationEmbedder
+
+    torch.manual_seed(3)
+    vae = AutoencoderKL(**TINY_VAE_CONFIG)
+    vae.save_pretrained(tmp_path / "vae")
+    vre = VisualRepresentationEmbedder.from_preset("tiny", out_dim=32)
+    vre.save_pretrained(tmp_path / "vre")
+    model = HonestFace.from_preset("tiny", vae_path=str(tmp_path / "vae"), vre_path=str(tmp_path / "vre"))
+    assert torch.equal(model.vae.encoder.conv_in.weight, vae.encoder.conv_in.weight)
+    assert torch.equal(model.vre.codebook, vre.codebook)
+    assert not any(p.requires_grad for p in model.vae.parameters())
+    assert not any(n.startswith(("vre.encoder", "vre.quantize")) for n in model.trainable_parameter_names())
+    model.save_pretrained(tmp_path / "model")
+    again = HonestFace.from_pretrained(tmp_path / "model")
+    assert torch.equal(again.vae.encoder.conv_in.weight, vae.encoder.conv_in.weight)
+    assert torch.equal(again.vre.codebook, vre.codebook)

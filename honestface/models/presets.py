@@ -125,7 +125,8 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
                      vae: dict[str, Any] | None = None, vre: dict[str, Any] | None = None,
                      face_identity_encoder: dict[str, Any] | None = None,
                      facial_feature_extractor: dict[str, Any] | None = None, fusion: dict[str, Any] | None = None,
-                     discriminator: dict[str, Any] | None = None, **generator_options: Any):
+                     discriminator: dict[str, Any] | None = None, vae_path: str | None = None,
+                     vre_path: str | None = None, **generator_options: Any):
     """Build HonestFace preset `name` ("sd21" | "tiny").
 
     pretrained: load the external weights (default: True for "sd21"; "tiny" has none), or the names of the parts
@@ -134,7 +135,9 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
     $HONESTFACE_HOME. osdface_weights: also load OSDFace's UNet LoRA and VRE projection (`osdface_lora`).
     use_ide=False: the OSDFace-compatible model (p = p_L). seed: seeds random initialisation (global RNG untouched).
     unet / vae: config overrides for random init; vre, face_identity_encoder, facial_feature_extractor, fusion,
-    discriminator: constructor overrides. Remaining keywords are generator options (lora_rank, lora_alpha,
+    discriminator: constructor overrides. vae_path / vre_path: a trained `AutoencoderKL` folder / a
+    `VisualRepresentationEmbedder` folder (the `vae` and `vre` training stages export them) used, frozen, instead of
+    random ones (the small-scale recipe). Remaining keywords are generator options (lora_rank, lora_alpha,
     lora_target_modules, lora_dropout, timestep, encode_mode, prediction_type).
     """
     from honestface.models.honestface import HonestFace
@@ -168,10 +171,16 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
         else:
             gen = OneStepGenerator.from_configs({**spec["unet"], **(unet or {})}, {**spec["vae"], **(vae or {})},
                                                 SD21_SCHEDULER_CONFIG, **generator_options)
+        if vae_path is not None:
+            from diffusers import AutoencoderKL
+
+            gen.vae = AutoencoderKL.from_pretrained(vae_path).requires_grad_(False).eval()
         ctx = int(gen.unet.config.cross_attention_dim)
         disc = LatentDiscriminator.from_unet(gen.unet, gen.scheduler_config, **(discriminator or {})) \
             if with_discriminator else None
-        if "vre" in load:
+        if vre_path is not None:
+            vre_model = VisualRepresentationEmbedder.from_pretrained(vre_path)
+        elif "vre" in load:
             proj = resolve_weight("osdface_lora", weights.get("osdface_lora")) if osdface_weights else None
             vre_model = VisualRepresentationEmbedder.from_osdface(src("vre", "osdface_vre"), proj, **(vre or {}))
         else:
