@@ -126,18 +126,39 @@ class InferConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     batch_size: int = 4
     max_references: int = 4
-    color_fix: Literal["none", "wavelet", "adain"] = "none"
-    overwrite: bool = False
+    color_fix: Literal["auto", "none", "wavelet", "adain"] = "auto"  # auto: wavelet for photos, none for aligned
+    overwrite: bool = False  # replace existing outputs (inputs are never overwritten)
     compile: bool = False
+    # "auto": references found as honestface.data.references.InferenceFolderDataset says (one folder for all,
+    # a folder per input, a JSON / CSV mapping); "pool": `references` is a folder of many people's faces, each
+    # input face gets the pool faces of its identity (pipelines.ReferencePool, matched by `ref_threshold`)
+    reference_mode: Literal["auto", "pool"] = "auto"
+    ref_threshold: float | None = None  # identity cosine; None: the identity encoder's default (dlib 0.93)
+    allow_blind: bool = False  # auto mode: restore inputs that have no reference blind instead of failing them
+    seed: int = 0
+    skip_existing: bool = False  # leave inputs whose output exists alone (status "skipped")
+    save_comparison: bool = False  # also write <stem>_comparison.png (input | restored)
+    min_input_size: int = 16  # aligned mode: inputs whose shorter side is smaller (pixels) fail as "too small"
+    upscale: int = 1  # photo mode: output scale of the whole photo
+    allow_output_in_input: bool = False  # permit an output folder inside the input folder
 
 
 @dataclass
 class EvalConfig:
-    restored: str | None = None
+    # `restored`: one folder, or a list of folders / `name=folder` items (one method each, compared side by side)
+    restored: Any = None
     ground_truth: str | None = None
-    references: str | None = None
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "ids", "lmd", "ald"])
-    output: str | None = None
+    references: str | None = None  # refs/<image stem path>/ or refs/<image's parent folder>/ (identity layout)
+    lq: str | None = None  # the degraded inputs, same relative paths as ground_truth (shown in the report)
+    metrics: list[str] | None = None  # None: every metric whose weights and backends are available
+    output: str | None = None  # default: <parent of the first restored folder>/evaluation
+    device: str = "auto"
+    batch_size: int = 8
+    fid_ref: str | None = None  # a folder or a saved statistics file; default: the ground-truth folder
+    landmarks: str = "dlib68"  # landmarker of LMD / ALD
+    detector: str = "dlib"  # face detector of the landmark metrics
+    identity: str = "auto"  # identity backend of IDS / Deg. / reference honesty
+    thumbnail: int = 160  # size (pixels) of the report's thumbnails
 
 
 @dataclass
@@ -242,14 +263,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 def _check_values(cfg: DictConfig) -> None:
     """Range checks that types alone cannot express."""
     positive = ["data.resolution", "data.batch_size", "train.max_steps", "train.gradient_accumulation_steps",
-                "train.log_every", "train.save_every", "train.eval_every", "infer.batch_size"]
+                "train.log_every", "train.save_every", "train.eval_every", "infer.batch_size",
+                "eval.batch_size", "eval.thumbnail"]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"bad value for '{key}': must be > 0, got {OmegaConf.select(cfg, key)}")
     for key in ["data.num_references", "data.num_workers", "infer.max_references", "train.keep_last",
-                "train.disc_start_step", "train.d_steps_per_g", "train.num_val_images", "train.max_bad_steps"]:
+                "train.disc_start_step", "train.d_steps_per_g", "train.num_val_images", "train.max_bad_steps",
+                "infer.min_input_size"]:
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"bad value for '{key}': must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if cfg.infer.upscale < 1:
+        raise ConfigError(f"bad value for 'infer.upscale': must be >= 1, got {cfg.infer.upscale}")
+    if cfg.infer.ref_threshold is not None and not -1.0 <= cfg.infer.ref_threshold <= 1.0:
+        raise ConfigError(f"bad value for 'infer.ref_threshold': must be in [-1, 1], got {cfg.infer.ref_threshold}")
     if not 0.0 <= cfg.data.reference_dropout <= 1.0:
         raise ConfigError(f"bad value for 'data.reference_dropout': must be in [0, 1], got {cfg.data.reference_dropout}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:

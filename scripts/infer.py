@@ -1,21 +1,118 @@
 #!/usr/bin/env python
-"""Restore a folder of faces (aligned 512 crops or whole photos), optionally with reference faces.
+"""Restore faces (aligned crops or whole photos) with a trained HonestFace model, optionally with references.
 
-    python scripts/infer.py model.pretrained=runs/honestface/final infer.input=lq/ infer.output=restored/ infer.references=refs/
+    python scripts/infer.py --model runs/honestface/final --input lq/ --output restored/ --refs refs/
+    python scripts/infer.py --model M --whole --input "photos/**/*.jpg" --output out/ --refs people/ --pool
+    accelerate launch --multi_gpu --num_processes 4 scripts/infer.py --model M --input lq/ --output out/
 
-Existing files in the output folder are never overwritten unless infer.overwrite=true.
+Every flag is a shortcut for an `infer.*` (or `model.pretrained`) config key; any other key can be given as
+key=value. The run is described in honestface/pipelines/runner.py; a summary of every input is written to
+<output>/results.json. Exit codes: 0 all restored, 1 some inputs failed (see results.json), 2 bad command line,
+config or paths (nothing written).
 """
 
+from __future__ import annotations
+
+import argparse
+import json
 import sys
 
-from _bootstrap import config_script
+from _bootstrap import ROOT  # noqa: F401 (puts the repository on sys.path)
+
+EPILOG = """\
+references (--refs):
+  a folder                 its images are the references of every input
+  a folder of folders      refs/<input relative path without suffix>/ or refs/<input stem>/ per input
+  a .json file             {"input.png": ["ref1.png", "ref2.png"], ...}
+  a .csv file              rows input,ref1;ref2 (paths relative to the file)
+  --pool                   the folder holds faces of many people: each face gets those of its identity
+                           (infer.reference_mode=pool, matched with infer.ref_threshold)
+  An input without references fails when --refs is given, unless infer.allow_blind=true.
+
+examples:
+  python scripts/infer.py --model runs/honestface/final --input lq/ --output out/ --refs refs/ --batch-size 8
+  python scripts/infer.py --config my_infer.yaml --skip-existing infer.color_fix=wavelet
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 scripts/infer.py --model M --input lq/ \\
+      --output out/                    (2 CPU processes; on GPUs drop ACCELERATE_USE_CPU)
+"""
+
+_DTYPE_ALIASES = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16", "half": "fp16",
+                  "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from honestface.config import add_config_arguments
+
+    p = argparse.ArgumentParser(prog="scripts/infer.py", description=__doc__.splitlines()[0],
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("inputs and outputs")
+    g.add_argument("--input", "-i", metavar="PATH", help="image file, folder (searched recursively) or glob "
+                   "(quote it) [infer.input]")
+    g.add_argument("--output", "-o", metavar="DIR", help="output folder; outputs keep the input's relative path "
+                   "and stem, as .png [infer.output]")
+    g.add_argument("--refs", "-r", metavar="PATH", help="references: folder, folder per input, .json or .csv "
+                   "mapping (see below) [infer.references]")
+    g.add_argument("--pool", action="store_true", help="--refs is a pool of many people's faces "
+                   "[infer.reference_mode=pool]")
+    g.add_argument("--max-refs", type=int, metavar="K", help="at most K references per input [infer.max_references]")
+    g.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (status "
+                   "'skipped') [infer.skip_existing]")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs) "
+                   "[infer.overwrite]")
+    g.add_argument("--save-comparison", action="store_true", help="also write <stem>_comparison.png: input | "
+                   "restored [infer.save_comparison]")
+    g.add_argument("--allow-output-in-input", action="store_true", help="permit an output folder inside the "
+                   "input folder [infer.allow_output_in_input]")
+    m = p.add_argument_group("model and run")
+    m.add_argument("--model", "-m", metavar="DIR", help="model folder written by save_pretrained / training "
+                   "[model.pretrained]")
+    mode = m.add_mutually_exclusive_group()
+    mode.add_argument("--aligned", dest="mode", action="store_const", const="aligned",
+                      help="inputs are aligned face crops (default) [infer.mode=aligned]")
+    mode.add_argument("--whole", dest="mode", action="store_const", const="photo",
+                      help="inputs are whole photos: detect, align, restore, paste back [infer.mode=photo]")
+    m.add_argument("--batch-size", "-b", type=int, metavar="N", help="faces per model call [infer.batch_size]")
+    m.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:1, ... [infer.device]")
+    m.add_argument("--dtype", choices=sorted(_DTYPE_ALIASES), help="compute precision [infer.precision]")
+    m.add_argument("--seed", type=int, help="seed of the VAE posterior sampling [infer.seed]")
+    m.add_argument("--color-fix", choices=["none", "wavelet", "adain"], help="match the input's colours "
+                   "[infer.color_fix]")
+    add_config_arguments(p)
+    return p
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The flags as `key=value` overrides (strings JSON-quoted so any path survives the YAML parse)."""
+    pairs = {"infer.input": args.input, "infer.output": args.output, "infer.references": args.refs,
+             "model.pretrained": args.model, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
+             "infer.device": args.device, "infer.precision": _DTYPE_ALIASES.get(args.dtype) if args.dtype else None,
+             "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix}
+    out = [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
+    for flag, key, value in (("skip_existing", "infer.skip_existing", "true"), ("overwrite", "infer.overwrite", "true"),
+                             ("save_comparison", "infer.save_comparison", "true"),
+                             ("allow_output_in_input", "infer.allow_output_in_input", "true"),
+                             ("pool", "infer.reference_mode", "pool")):
+        if getattr(args, flag):
+            out.append(f"{key}={value}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from honestface.config import ConfigError, load_config, to_yaml
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, [*args.overrides, *flag_overrides(args)])  # flags win
+    except ConfigError as e:
+        parser.exit(2, f"error: {e}\n")
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from honestface.pipelines.runner import run_inference
+
+    return run_inference(cfg)
+
 
 if __name__ == "__main__":
-    sys.exit(config_script(
-        sys.argv[1:], prog="scripts/infer.py",
-        description="Restore faces with a trained model. Inputs, outputs, references, precision and device are "
-        "config keys under `infer.` (pass them as key=value).",
-        epilog="example: python scripts/infer.py model.pretrained=runs/honestface/final infer.input=lq/ "
-        "infer.output=out/ infer.references=refs/",
-        runner="honestface.pipelines:run_inference", what="restoration", issue=7,
-    ))
+    sys.exit(main())

@@ -1,21 +1,27 @@
 """Inference pipelines: `HonestFacePipeline` (aligned faces or whole photos, optional references), its
 `ReferencePool`, colour correction (`color`), and `run_inference(cfg)` (the config-driven runner behind
-scripts/infer.py, imported lazily so `import honestface.pipelines` stays light)."""
+scripts/infer.py). Names are imported lazily, so `import honestface.pipelines` stays light."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from honestface.pipelines.color import adain_color_fix, wavelet_color_fix
-from honestface.pipelines.honestface_pipeline import FaceInfo, HonestFacePipeline, RestorationOutput
-from honestface.pipelines.reference_pool import ReferencePool
+_EXPORTS = {
+    "FaceInfo": "honestface_pipeline",
+    "HonestFacePipeline": "honestface_pipeline",
+    "RestorationOutput": "honestface_pipeline",
+    "ReferencePool": "reference_pool",
+    "adain_color_fix": "color",
+    "wavelet_color_fix": "color",
+    "run_inference": "runner",
+}
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605
 
-__all__ = ["FaceInfo", "HonestFacePipeline", "ReferencePool", "RestorationOutput", "adain_color_fix",
-           "run_inference", "wavelet_color_fix"]
 
-
-def run_inference(cfg: Any) -> Any:
-    """Run inference from a config (see `honestface.pipelines.runner.run_inference`)."""
-    from honestface.pipelines.runner import run_inference as r
-
-    return r(cfg)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'honestface.pipelines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"honestface.pipelines.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -32,6 +32,10 @@ import torch
 from diffusers.utils import BaseOutput
 
 from honestface.pipelines.color import COLOR_FIXES, apply_color_fix
+
+# Default reference-matching thresholds (identity cosine) per identity encoder. Measured on the bundled photos for
+# dlib (different people 0.81-0.91, views of one face 0.93-0.99); ArcFace's usual same-person cosine is ~0.3-0.4.
+REF_THRESHOLDS = {"dlib": 0.93, "arcface_onnx": 0.35, "iresnet": 0.35}
 from honestface.pipelines.reference_pool import ReferencePool, load_rgb, to_uint8
 
 __all__ = ["FaceInfo", "HonestFacePipeline", "RestorationOutput"]
@@ -166,7 +170,7 @@ class HonestFacePipeline:
     @torch.no_grad()
     def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int = 4,
                  color_fix: str | None = None, seed: int = 0, max_references: int = 4, min_face_size: int = 32,
-                 ref_threshold: float = 0.5, background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
+                 ref_threshold: float | None = None, background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
                  upscale: float = 1, references_aligned: bool = True, mask_kind: str = "ellipse"
                  ) -> RestorationOutput:
         """Restore `images` (a path, PIL, numpy (H, W, 3), tensor (3, H, W) / (B, 3, H, W) in [0, 1], or a list).
@@ -175,11 +179,15 @@ class HonestFacePipeline:
         (a list of images, a ReferencePool or None); or a ReferencePool of many people (matched per face).
         mode: "aligned" (each input is one FFHQ-aligned face) or "photo" (every face of each photo).
         color_fix: "wavelet" | "adain" | "none"; default "wavelet" in photo mode, "none" in aligned mode.
+        ref_threshold: minimum identity cosine for a reference to be used; default per identity encoder
+        (`REF_THRESHOLDS`: dlib's normalised 128-D embedding separates people only above ~0.93).
         references_aligned: list references are aligned crops (True) or photos run through the detector (False).
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
         color_fix = color_fix or ("wavelet" if mode == "photo" else "none")
+        if ref_threshold is None:
+            ref_threshold = REF_THRESHOLDS.get(getattr(self._encoder(), "name", ""), 0.5)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"unknown color_fix {color_fix!r}; allowed: {', '.join(COLOR_FIXES)}")
         if batch_size < 1 or max_references < 1:

@@ -1,0 +1,431 @@
+"""Batch inference runner behind `scripts/infer.py`: restore a folder / glob / file of faces, write every output
+safely and record what happened to every input in `results.json`.
+
+Task: the HonestFace test-time procedure (arXiv 2505.18469: LQ face + K reference faces of the same person ->
+one UNet step) run over a data set, on one process or split across several with `accelerate launch`. The
+pipeline itself is `honestface.pipelines.HonestFacePipeline`; everything here is our choice of run behaviour:
+
+- Inputs: a folder (every image, recursively, `honestface.io.list_images`), a glob (`lq/**/*.png`) or one file.
+  Files under the output folder (when `infer.allow_output_in_input` lets it sit inside the input folder) and under
+  the references folder are never inputs.
+- Outputs: `<output>/<relative path of the input, suffix .png>`, written atomically (`honestface.io.write_image`);
+  two inputs that only differ by extension (`a.jpg`, `a.png`) get `a_jpg.png` and `a_png.png`. An output is never
+  an input file. The output folder may not be the input folder or inside it unless `infer.allow_output_in_input`.
+  Existing outputs stop the run with one line naming them (exit 2), unless `infer.skip_existing` (those inputs are
+  "skipped" and nothing is loaded for them) or `infer.overwrite`.
+- References, `infer.reference_mode=auto`: detected as `InferenceFolderDataset` does (one folder for all, a folder
+  per input, a JSON / CSV mapping). An input left without a readable reference while references were given fails
+  ("missing references") unless `infer.allow_blind`. `infer.reference_mode=pool`: `infer.references` is a folder
+  of many people's faces; the pipeline gives each face the pool faces of its identity (`ReferencePool`).
+- Failures are per file and never stop the run: unreadable input, aligned input smaller than
+  `infer.min_input_size` (16 px: below that a 512 face would be upscaled > 32x), no face found in photo mode, no
+  face big enough (`face.min_size`), missing references, or an error of the pipeline on that file (a batch that
+  fails is retried one file at a time so only the culprit fails). Exit code 1 when anything failed.
+- `results.json` (atomically written): run settings, counts, and per input: status ok / failed / skipped, reason,
+  seconds (its share of the batch's pipeline time plus its own read / write time), sizes, references and per face
+  box, score, restored, reason, references, blind and identity similarities. Each process also keeps its part up
+  to date after every batch in `.results.rank<k>.json`; process 0 merges them after `wait_for_everyone`.
+- Several processes: `accelerate.PartialState().split_between_processes` gives each process a contiguous slice
+  of the input list, so every output is written by exactly one process. `infer.device=auto` is that process's
+  device (cuda:<local rank>, or cpu under ACCELERATE_USE_CPU=1).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from honestface.io import IMAGE_EXTENSIONS, atomic_write_text, list_images, read_image, write_image
+
+__all__ = ["RESULTS_FILE", "InferenceSetupError", "find_inputs", "plan_outputs", "run_inference"]
+
+RESULTS_FILE = "results.json"
+_GLOB_CHARS = "*?["
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class InferenceSetupError(ValueError):
+    """The run cannot start (bad paths, existing outputs, output inside the input): one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------------- planning
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def find_inputs(spec: str) -> tuple[Path, list[Path], Path]:
+    """`infer.input` -> (base folder of the relative paths, input files, protected folder).
+
+    The protected folder is what the output may not be or be inside: the folder given, the fixed prefix of a glob,
+    or (one file) the file's own folder (sub-folders of it are allowed then)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path.parent, [path], path.parent
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise InferenceSetupError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in input folder {path}")
+        return path, files, path
+    if any(c in spec for c in _GLOB_CHARS):
+        parts = Path(spec).expanduser().parts
+        fixed = next((i for i, p in enumerate(parts) if any(c in p for c in _GLOB_CHARS)), len(parts))
+        base = Path(*parts[:fixed]) if fixed else Path(".")
+        hits = sorted(Path(p) for p in glob.glob(str(Path(spec).expanduser()), recursive=True))
+        files = [p for p in hits if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                 and not any(part.startswith(".") for part in p.relative_to(base).parts)]
+        if not files:
+            raise InferenceSetupError(f"no image files match the input pattern {spec}")
+        return base, files, base
+    raise InferenceSetupError(f"input not found: {spec} (give a folder, an image file or a glob pattern)")
+
+
+def plan_outputs(files: list[Path], base: Path, output: Path, save_comparison: bool
+                 ) -> list[tuple[str, Path, Path | None]]:
+    """Per input: (relative path, output PNG, comparison PNG or None). Same-stem inputs keep their extension."""
+    stems: dict[str, int] = {}
+    rels = [f.relative_to(base).as_posix() for f in files]
+    for rel in rels:
+        key = str(Path(rel).with_suffix(""))
+        stems[key] = stems.get(key, 0) + 1
+    plan = []
+    for rel in rels:
+        stem = Path(rel).with_suffix("")
+        if stems[str(stem)] > 1:
+            stem = stem.with_name(f"{stem.name}_{Path(rel).suffix.lstrip('.').lower()}")
+        out = output / stem.with_suffix(".png")
+        comp = out.with_name(f"{out.stem}_comparison.png") if save_comparison else None
+        plan.append((rel, out, comp))
+    return plan
+
+
+def _find_references(icfg: DictConfig, spec: str, files: list[Path]) -> tuple[str, list[list[Path]]]:
+    """Auto mode: (how the references were found, reference files per input) via InferenceFolderDataset."""
+    if icfg.references is None or icfg.max_references == 0:
+        return "none", [[] for _ in files]
+    from honestface.data.references import InferenceFolderDataset
+
+    root = files[0] if Path(spec).is_file() else find_inputs(spec)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # inputs without references are reported per file below
+        ds = InferenceFolderDataset(root, icfg.references, resolution=None, max_references=icfg.max_references,
+                                    check_files=False)
+    by_path = {p.resolve(): refs for p, refs in zip(ds.paths, ds.ref_paths)}
+    return ds.reference_mode, [by_path.get(f.resolve(), []) for f in files]
+
+
+def _check_output(protected: Path, output: Path, allow_inside: bool, single_file: bool) -> None:
+    out = output.resolve()
+    if output.exists() and not output.is_dir():
+        raise InferenceSetupError(f"output {output} exists and is not a folder")
+    inside = out == protected.resolve() if single_file else _within(out, protected.resolve())
+    if inside and not allow_inside:
+        where = "the input folder" if out == protected.resolve() else "inside the input folder"
+        raise InferenceSetupError(f"refusing to write into the input folder: output {output} is {where} "
+                                  f"{protected} (pass --allow-output-in-input to permit it)")
+
+
+def _check_not_inputs(files: list[Path], plan: list) -> None:
+    inputs = {f.resolve() for f in files}
+    for _, o, c in plan:
+        for p in (o, c):
+            if p is not None and p.resolve() in inputs:
+                raise InferenceSetupError(f"refusing to overwrite the input file {p}")
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def _resolve_device(name: str, state: Any) -> Any:
+    import torch
+
+    if name == "auto":
+        return state.device if state.num_processes > 1 else torch.device("cuda" if torch.cuda.is_available()
+                                                                         else "cpu")
+    if name == "cuda" and state.num_processes > 1:
+        return state.device  # one GPU per process
+    return torch.device(name)
+
+
+def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
+    import torch
+
+    from honestface.pipelines import HonestFacePipeline
+
+    weights = {str(k): str(v) for k, v in cfg.weights.items()}
+    detector = cfg.face.detector if cfg.infer.mode == "photo" else None  # aligned mode: built only if needed
+    pipe = HonestFacePipeline.from_pretrained(cfg.model.pretrained, weights=weights or None, detector=detector,
+                                              identity=cfg.face.identity, device=device)
+    pipe.to(device, getattr(torch, _DTYPES[cfg.infer.precision]))
+    pipe.merge_lora()
+    if cfg.infer.compile:
+        pipe.model.generator.unet = torch.compile(pipe.model.generator.unet)
+    return pipe
+
+
+def _reference_pool(pipe: Any, cfg: DictConfig, paths: list[str], cache: dict[Any, Any]) -> tuple[Any, list[str]]:
+    """A ReferencePool of the readable files among `paths` (None if none), cached per list -> (pool, used paths).
+
+    Square images are taken as aligned face crops; if any is not square, the face detector aligns them all."""
+    from honestface.face import build_detector
+    from honestface.pipelines import ReferencePool
+
+    key = tuple(paths)
+    if key in cache:
+        return cache[key]
+    images, used = [], []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+            used.append(p)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipping reference {p}: {e}", stacklevel=2)
+    detector = None
+    if any(im.shape[0] != im.shape[1] for im in images):
+        if pipe.detector is None:
+            pipe.detector = build_detector(cfg.face.detector, device=pipe.device)
+        detector = pipe.detector
+    pool = ReferencePool(images, pipe._encoder(), detector, ids=used) if images else None
+    cache[key] = (pool, used)
+    return cache[key]
+
+
+def _read(record: dict[str, Any], min_size: int | None) -> np.ndarray | None:
+    """Read one input -> (H, W, 3) float32, or None with the record marked failed."""
+    try:
+        image = read_image(record["input"])
+    except (OSError, ValueError) as e:
+        record.update(status="failed", reason=f"unreadable: {e}")
+        return None
+    h, w = image.shape[:2]
+    record["size"] = [h, w]
+    if min_size is not None and min(h, w) < min_size:
+        record.update(status="failed", reason=f"too small: {w}x{h}, the shorter side must be >= {min_size}")
+        return None
+    return image
+
+
+def _face_record(face: Any) -> dict[str, Any]:
+    def plain(v: Any) -> Any:
+        if isinstance(v, (np.ndarray, np.generic)):
+            return v.tolist()
+        if hasattr(v, "tolist"):
+            return v.tolist()
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: plain(getattr(face, k, None)) for k in ("box", "score", "restored", "reason", "references", "blind",
+                                                          "output_ref_similarity", "input_ref_similarity")}
+
+
+def _comparison(lq: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """(H, W, 3) input | restored side by side; the input is resized to the output's height."""
+    from PIL import Image
+
+    h, w = restored.shape[:2]
+    if lq.shape[:2] != (h, w):
+        im = Image.fromarray(np.round(lq * 255).astype(np.uint8))
+        lq = np.asarray(im.resize((round(lq.shape[1] * h / lq.shape[0]), h), Image.BICUBIC)) / 255.0
+    out = restored.astype(np.float32) / 255.0 if restored.dtype == np.uint8 else restored
+    return np.concatenate([lq.astype(np.float32), out], axis=1)
+
+
+def _restore(pipe: Any, cfg: DictConfig, images: list[np.ndarray], refs: list[Any], seed: int) -> Any:
+    icfg = cfg.infer
+    if icfg.max_references == 0 or (isinstance(refs, list) and all(r is None for r in refs)):
+        refs = None
+    return pipe(images, references=refs, mode=icfg.mode, batch_size=icfg.batch_size, color_fix=None if icfg.color_fix == "auto" else icfg.color_fix,
+                seed=seed, max_references=max(1, icfg.max_references), min_face_size=cfg.face.min_size,
+                ref_threshold=icfg.ref_threshold, upscale=icfg.upscale)
+
+
+def _finish(record: dict[str, Any], faces: list[Any], image: np.ndarray, lq: np.ndarray, overwrite: bool) -> None:
+    record["faces"] = [_face_record(f) for f in faces]
+    if record["mode"] == "photo":
+        if not faces:
+            record.update(status="failed", reason="no face found")
+            return
+        if not any(bool(getattr(f, "restored", True)) for f in faces):
+            why = "; ".join(sorted({str(getattr(f, "reason", None) or "not restored") for f in faces}))
+            record.update(status="failed", reason=f"no face restored ({why})")
+            return
+    write_image(record["output"], image, overwrite=overwrite)
+    if record.get("comparison"):
+        write_image(record["comparison"], _comparison(lq, image), overwrite=overwrite)
+    record.update(status="ok", reason=None)
+
+
+def _run_batch(pipe: Any, cfg: DictConfig, batch: list[dict[str, Any]], pool: Any, cache: dict) -> None:
+    """Restore the batch's readable inputs and write their outputs; every record ends ok or failed."""
+    icfg = cfg.infer
+    todo: list[tuple[dict[str, Any], np.ndarray, Any]] = []
+    for rec in batch:
+        t0 = time.perf_counter()
+        lq = _read(rec, icfg.min_input_size if icfg.mode == "aligned" else None)
+        ref: Any = pool
+        if lq is not None and pool is None and rec["references"]:
+            try:
+                ref, rec["references"] = _reference_pool(pipe, cfg, rec["references"], cache)
+            except (OSError, ValueError) as e:
+                rec.update(status="failed", reason=f"references: {e}")
+                lq = None
+        if lq is not None and pool is None and ref is None and icfg.references is not None \
+                and icfg.max_references > 0 and not icfg.allow_blind:
+            rec.update(status="failed", reason=f"missing references: none found for this input in "
+                                               f"{icfg.references} (infer.allow_blind=true restores it blind)")
+            lq = None
+        rec["seconds"] = time.perf_counter() - t0
+        if lq is not None:
+            todo.append((rec, lq, ref))
+    if not _attempt(pipe, cfg, todo, pool) and len(todo) > 1:
+        for item in todo:  # the batch failed: one file at a time, so only the culprit fails
+            _attempt(pipe, cfg, [item], pool)
+
+
+def _attempt(pipe: Any, cfg: DictConfig, group: list[tuple[dict[str, Any], np.ndarray, Any]], pool: Any) -> bool:
+    """One pipeline call for `group` and the writing of its outputs; False when the pipeline raised."""
+    if not group:
+        return True
+    icfg = cfg.infer
+    t0 = time.perf_counter()
+    try:
+        refs = pool if pool is not None else [r for _, _, r in group]
+        out = _restore(pipe, cfg, [lq for _, lq, _ in group], refs, icfg.seed)
+    except Exception as e:  # noqa: BLE001 (a failing file must not stop the run)
+        if len(group) == 1:
+            group[0][0].update(status="failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())}")
+        return False
+    share = (time.perf_counter() - t0) / len(group)
+    for (rec, lq, _), image, faces in zip(group, out.images, out.faces):
+        t1 = time.perf_counter()
+        try:
+            _finish(rec, faces, image, lq, icfg.overwrite)
+        except (OSError, ValueError) as e:
+            rec.update(status="failed", reason=f"cannot write output: {e}")
+        rec["seconds"] += share + time.perf_counter() - t1
+    return True
+
+
+def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, reference_mode: str,
+             num_processes: int) -> dict[str, Any]:
+    counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "failed", "skipped")}
+    return {"version": 1, "input": cfg.infer.input, "output": cfg.infer.output, "model": cfg.model.pretrained,
+            "mode": cfg.infer.mode, "references": cfg.infer.references, "reference_mode": reference_mode,
+            "device": cfg.infer.device, "precision": cfg.infer.precision, "batch_size": cfg.infer.batch_size,
+            "seed": cfg.infer.seed, "num_processes": num_processes, "seconds": round(time.time() - started, 3),
+            "counts": counts, "files": records}
+
+
+def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
+    """Check everything that can be checked before loading a model -> (records, reference mode, output folder)."""
+    icfg = cfg.infer
+    for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
+                       ("model.pretrained", cfg.model.pretrained)):
+        if value is None:
+            raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
+    if not Path(cfg.model.pretrained).is_dir():
+        raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model)")
+    if icfg.references is not None and not Path(icfg.references).exists():
+        raise InferenceSetupError(f"references not found: {icfg.references}")
+    if icfg.reference_mode == "pool" and (icfg.references is None or not Path(icfg.references).is_dir()):
+        raise InferenceSetupError("infer.reference_mode=pool needs infer.references to be a folder of faces")
+    if icfg.reference_mode == "pool" and not list_images(icfg.references):
+        raise InferenceSetupError(f"no image files in the reference pool {icfg.references}")
+    base, files, protected = find_inputs(icfg.input)
+    output = Path(icfg.output).expanduser()
+    _check_output(protected, output, icfg.allow_output_in_input, Path(icfg.input).expanduser().is_file())
+    excluded = [output.resolve()] + ([Path(icfg.references).resolve()] if icfg.references else [])
+    files = [f for f in files if not any(_within(f.resolve(), x) for x in excluded)]
+    if not files:
+        raise InferenceSetupError(f"no input images left in {icfg.input} once the output / references are excluded")
+    plan = plan_outputs(files, base, output, icfg.save_comparison)
+    _check_not_inputs(files, plan)
+    existing = [p for _, o, c in plan for p in (o, c) if p is not None and p.exists()]
+    if existing and not (icfg.skip_existing or icfg.overwrite):
+        named = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise InferenceSetupError(f"{len(existing)} output file(s) already exist: {named} (pass --skip-existing to "
+                                  f"leave them, or infer.overwrite=true to replace them)")
+    if icfg.reference_mode == "pool":
+        how, refs = "pool", [[] for _ in files]
+    else:
+        try:
+            how, refs = _find_references(icfg, icfg.input, files)
+        except (OSError, ValueError) as e:
+            raise InferenceSetupError(str(e)) from None
+    records = []
+    for i, (f, (rel, out, comp), ref) in enumerate(zip(files, plan, refs)):
+        done = icfg.skip_existing and out.exists() and (comp is None or comp.exists())
+        records.append({"index": i, "input": str(f), "relpath": rel, "output": str(out),
+                        "comparison": None if comp is None else str(comp), "mode": icfg.mode,
+                        "status": "skipped" if done else "pending", "reason": "output exists" if done else None,
+                        "seconds": 0.0, "size": None, "references": [str(r) for r in ref], "faces": []})
+    return records, how, output
+
+
+def run_inference(cfg: DictConfig) -> int:
+    """Run `infer.*` (+ model.pretrained, weights, face.*) -> exit code: 0 all done, 1 some failed, 2 bad setup."""
+    started = time.time()
+    try:
+        records, how, output = _setup(cfg)  # before the heavy imports: a bad command line fails fast
+    except InferenceSetupError as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    state = PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
+    state.wait_for_everyone()  # nobody writes before every process has checked the existing outputs
+    icfg = cfg.infer
+    with state.split_between_processes(records) as mine:
+        mine = list(mine)
+    part = output / f".results.rank{state.process_index}.json"
+    todo = [r for r in mine if r["status"] == "pending"]
+    bar = tqdm(total=len(mine), desc="restoring", unit="img", disable=not state.is_local_main_process)
+    bar.update(len(mine) - len(todo))
+    if todo:
+        pipe = _load_pipeline(cfg, _resolve_device(icfg.device, state))
+        pool = None
+        if icfg.reference_mode == "pool":
+            files = [str(p) for p in list_images(icfg.references)]
+            pool = _reference_pool(pipe, cfg, files, {})[0]
+            if pool is None:
+                print(f"error: no readable reference image in the pool {icfg.references}", file=sys.stderr)
+                return 2
+        cache: dict[str, Any] = {}
+        step = icfg.batch_size if icfg.mode == "aligned" else 1
+        for start in range(0, len(todo), step):
+            batch = todo[start:start + step]
+            _run_batch(pipe, cfg, batch, pool, cache)
+            for rec in batch:
+                rec["seconds"] = round(rec["seconds"], 4)
+            atomic_write_text(part, json.dumps(mine, indent=1))
+            bar.update(len(batch))
+    else:
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(part, json.dumps(mine, indent=1))
+    bar.close()
+    state.wait_for_everyone()
+    failed = any(r["status"] == "failed" for r in mine)
+    if not state.is_main_process:
+        return int(failed)
+    parts = [output / f".results.rank{k}.json" for k in range(state.num_processes)]
+    merged = sorted((r for p in parts for r in json.loads(p.read_text())), key=lambda r: r["index"])
+    summary = _summary(cfg, merged, started, how, state.num_processes)
+    atomic_write_text(output / RESULTS_FILE, json.dumps(summary, indent=1) + "\n")
+    for p in parts:
+        p.unlink(missing_ok=True)
+    c = summary["counts"]
+    print(f"restored {c['ok']}, failed {c['failed']}, skipped {c['skipped']} -> {output / RESULTS_FILE}",
+          file=sys.stderr)
+    for r in merged:
+        if r["status"] == "failed":
+            print(f"failed: {r['input']}: {r['reason']}", file=sys.stderr)
+    return 1 if c["failed"] else 0
