@@ -188,13 +188,10 @@ def _known_keys(node: Any, prefix: str = "") -> list[str]:
     if not isinstance(node, DictConfig):
         return []
     keys = []
-    for k in node.keys():
+    for k in node:
         full = f"{prefix}{k}"
         keys.append(full)
-        try:
-            child = node._get_node(k)
-        except Exception:
-            continue
+        child = node._get_node(k)
         if isinstance(child, DictConfig) and child._metadata.object_type not in (None, dict):
             keys.extend(_known_keys(child, full + "."))
     return keys

@@ -103,7 +103,7 @@ def test_non_finite_losses_are_skipped_then_stop(sample_identities, tmp_path, mo
     real_forward = module.forward
     before = {}
 
-    def poisoned(batch, phase):  # noqa: ANN001, ANN202
+    def poisoned(batch, phase):
         loss, logs, carry = real_forward(batch, phase)
         if t.step >= 2 and phase == "generator":
             if not before:
@@ -124,7 +124,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(sample_identities, tmp_path
     t = trainer(tiny_cfg(sample_identities, tmp_path / "run", "train.max_steps=10", "train.report_to=none"))
     real_step = t._train_step
 
-    def interrupt(micro):  # noqa: ANN001, ANN202
+    def interrupt(micro):
         if t.step == 3:
             raise KeyboardInterrupt
         return real_step(micro)

@@ -301,6 +301,7 @@ class Trainer:
         tmp = ckpt.temporary_dir(self.output_dir, self.step, create=acc.is_main_process)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()  # every process has written its files (RNG states) before the folder is renamed
         final = None
         if acc.is_main_process:
             if self.ema is not None:
@@ -318,11 +319,11 @@ class Trainer:
         into every checkpoint), as safetensors."""
         from safetensors.torch import save_file
 
-        if weights:  # main process only (accelerate gathers the state dicts there)
+        if weights and self.accelerator.is_main_process:  # `weights` is filled on every process; one writes
             module = self.accelerator.unwrap_model(models[0])
             state = {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
             save_file(state, str(Path(output_dir) / TRAINABLE_FILE))
-            weights.clear()  # accelerate saves no full model copy
+        weights.clear()  # accelerate saves no full model copy
 
     def _load_trainable(self, models: list, input_dir: str) -> None:
         """accelerate hook: the counterpart of `_save_trainable` (strict on the trainable names)."""
