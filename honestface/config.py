@@ -245,6 +245,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
+        key, _, value = item.partition("=")
+        if key.strip() == "train.mixed_precision" and value.strip().lower() in ("no", "false"):
+            item = "train.mixed_precision='no'"  # YAML 1.1 would read a bare `no` as the boolean false
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as e:

@@ -81,6 +81,20 @@ def test_resume_continues_exactly(sample_identities, tmp_path):
         assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
 
 
+def test_resume_across_an_epoch_boundary(sample_identities, tmp_path):
+    """8 identities x 3 images, batch 8: 3 batches per epoch, so the resumed run starts in epoch 1."""
+    common = ("data.batch_size=8", "train.report_to=none", "loss.mfa=0", "loss.identity=0")
+    straight = trainer(tiny_cfg(sample_identities, tmp_path / "a", "train.max_steps=5", *common))
+    assert straight.train() == 0
+    assert trainer(tiny_cfg(sample_identities, tmp_path / "b", "train.max_steps=4", *common)).train() == 0
+    resumed = trainer(tiny_cfg(sample_identities, tmp_path / "b", "train.max_steps=5", "train.resume=latest",
+                               *common))
+    assert (resumed.epoch, resumed.batch_in_epoch) == (1, 1)
+    assert resumed.train() == 0
+    a, b = trainable_state(straight), trainable_state(resumed)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
 def test_loss_regression_first_steps(sample_identities, tmp_path):
     """Pins the first steps' losses for seed 0: a change in any of the model, losses, data or degradation code that
     moves them is caught (update the numbers only for an intended change)."""

@@ -145,7 +145,7 @@ class Trainer:
     def _batches(self) -> Iterator[dict[str, Any]]:
         """Endless batches, epoch after epoch, starting where a resumed run left off."""
         while True:
-            self.sampler.set_epoch(self.epoch)
+            self.loader.set_epoch(self.epoch)  # the prepared loader passes it to our sampler (on every rank)
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(self.epoch)
             loader = self.loader
@@ -329,6 +329,8 @@ class Trainer:
         """accelerate hook: the counterpart of `_save_trainable` (strict on the trainable names)."""
         from honestface.weights import check_state_dict, load_state_dict
 
+        if not models:  # FSDP / DeepSpeed load their own model states
+            return
         module = self.accelerator.unwrap_model(models.pop(0))
         path = Path(input_dir) / TRAINABLE_FILE
         state = load_state_dict(path, strip_prefix=None)
