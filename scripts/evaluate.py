@@ -1,19 +1,74 @@
 #!/usr/bin/env python
-"""Evaluate restored faces against ground truth and/or references (ALD, LMD, identity, IQA) and write a report.
+"""Evaluate restored faces against ground truth (IQA, LMD, ALD, identity, reference honesty, FID) and write reports.
 
-    python scripts/evaluate.py eval.restored=out/ eval.ground_truth=hq/ eval.output=report/
+    python scripts/evaluate.py --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ --refs refs/
+    python scripts/evaluate.py --config configs/x.yaml eval.metrics=[psnr,ids,ald]
+
+Writes per_image.csv, summary.json, table.md and report.html (+ assets/) to --output (default: <parent of the
+first restored folder>/evaluation). Every flag is a config key under `eval.`; flags win over --config and key=value.
+Exit code 2 on bad input (e.g. folders whose images do not pair up). The work is `honestface.metrics.evaluate`.
 """
 
+import argparse
 import sys
 
-from _bootstrap import config_script
+from _bootstrap import ROOT  # noqa: F401  (puts the repository on sys.path)
+
+FLAGS = {"restored": "restored", "gt": "ground_truth", "refs": "references", "lq": "lq", "metrics": "metrics",
+         "output": "output", "device": "device", "batch_size": "batch_size", "fid_ref": "fid_ref"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from honestface.config import add_config_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="scripts/evaluate.py",
+        description="Evaluate restored faces against ground truth (PSNR, SSIM, LPIPS, DISTS, NIQE, MUSIQ, FID, "
+        "LMD, ALD, IDS, Deg., reference honesty) and write a per-image CSV, a summary JSON, a markdown table and "
+        "an HTML report. Each flag is also a config key under `eval.` (pass it as key=value or in --config).",
+        epilog="example: python scripts/evaluate.py --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ "
+        "--metrics psnr,ssim,lpips,ald,ids eval.thumbnail=128")
+    parser.add_argument("--restored", nargs="+", metavar="DIR", help="restored folder(s); name=DIR names a method")
+    parser.add_argument("--gt", metavar="DIR", help="ground-truth folder (eval.ground_truth)")
+    parser.add_argument("--refs", metavar="DIR", help="references: refs/<image stem>/ or refs/<identity folder>/")
+    parser.add_argument("--lq", metavar="DIR", help="degraded inputs, same relative names as the ground truth")
+    parser.add_argument("--metrics", metavar="LIST", type=lambda s: [m for m in s.split(",") if m.strip()],
+                        help="comma-separated, e.g. psnr,ssim,lpips,ald,lmd,ids (default: every available metric)")
+    parser.add_argument("--output", metavar="DIR", help="report folder (default: <first restored>/../evaluation)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, help="images per IQA batch")
+    parser.add_argument("--fid-ref", metavar="DIR_OR_STATS", help="FID reference (default: the ground truth)")
+    add_config_arguments(parser)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from omegaconf.errors import OmegaConfBaseException
+
+    from honestface.config import ConfigError, default_config, load_config, to_yaml
+    from honestface.metrics.evaluate import run_evaluation
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.restored:  # `--restored a b eval.x=1`: nargs="+" also took the overrides that follow it
+        sections = tuple(f"{k}." for k in default_config())
+        args.overrides += [r for r in args.restored if r.split("=", 1)[0].startswith(sections)]
+        args.restored = [r for r in args.restored if not r.split("=", 1)[0].startswith(sections)] or None
+    try:
+        cfg = load_config(args.config, args.overrides)
+        for flag, key in FLAGS.items():
+            if getattr(args, flag) is not None:
+                try:
+                    cfg.eval[key] = getattr(args, flag)
+                except OmegaConfBaseException as err:
+                    raise ConfigError(f"bad value for 'eval.{key}': {str(err).splitlines()[0]}") from err
+    except ConfigError as err:
+        parser.exit(2, f"error: {err}\n")
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    return run_evaluation(cfg)
+
 
 if __name__ == "__main__":
-    sys.exit(config_script(
-        sys.argv[1:], prog="scripts/evaluate.py",
-        description="Compute restoration metrics. Folders and the metric list are config keys under `eval.` "
-        "(pass them as key=value); face backends under `face.`.",
-        epilog="example: python scripts/evaluate.py eval.restored=out/ eval.ground_truth=hq/ "
-        "eval.metrics=[psnr,ids,ald]",
-        runner="honestface.metrics:run_evaluation", what="evaluation", issue=8,
-    ))
+    sys.exit(main(sys.argv[1:]))

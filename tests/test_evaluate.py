@@ -1,0 +1,208 @@
+"""scripts/evaluate.py and honestface.metrics.evaluate: pairing, metric selection, failures and the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _degrade(img: np.ndarray, sigma: float, noise: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sigma) + rng.normal(0, noise, img.shape)
+    return np.clip(x, 0, 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """gt/<identity>/0.png (aligned 128 px faces of the bundled photos), mild/ and heavy/ restorations, lq/ and
+    refs/<identity>/0.png (a shifted copy). dlib finds the faces (9 of them) ~10x faster than the default MTCNN."""
+    from honestface.data.sample_dataset import build_sample_identities
+
+    root = tmp_path_factory.mktemp("evaluate")
+    names = build_sample_identities(root / "gt", size=128, views=1, detector="dlib")
+    for i, name in enumerate(names):
+        gt = cv2.cvtColor(cv2.imread(str(root / "gt" / name / "0.png")), cv2.COLOR_BGR2RGB)
+        out = {"mild": _degrade(gt, 0.6, 2.0, i), "heavy": _degrade(gt, 2.5, 14.0, i),
+               "lq": cv2.resize(cv2.resize(gt, (32, 32), interpolation=cv2.INTER_AREA), (128, 128)),
+               "refs": np.roll(gt, 2, axis=1)}
+        for folder, img in out.items():
+            (root / folder / name).mkdir(parents=True, exist_ok=True)
+            ext = ".jpg" if folder == "heavy" else ".png"  # pairing ignores the extension
+            cv2.imwrite(str(root / folder / name / f"0{ext}"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return root, names
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/evaluate.py", *args], check=False, cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+class _Rows(HTMLParser):
+    """Rows of the per-image table (#images): each a list of its <img> sources; plus the inline scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.scripts: list[str] = []
+        self._in_table = self._in_body = self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id") == "images":
+            self._in_table = True
+        elif tag == "tbody" and self._in_table:
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append([])
+        elif tag == "img" and self._in_body:
+            self.rows[-1].append(attrs["src"])
+        elif tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_table = self._in_body = False
+        elif tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def test_two_methods_write_csv_json_markdown_and_html(folders, tmp_path):
+    root, names = folders
+    out = tmp_path / "report"
+    run = _run("--restored", f"mild={root / 'mild'}", f"heavy={root / 'heavy'}", "--gt", str(root / "gt"),
+               "--lq", str(root / "lq"), "--refs", str(root / "refs"), "--metrics", "psnr,ald,ids",
+               "--output", str(out), "--batch-size", "3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    for f in ("per_image.csv", "summary.json", "table.md", "report.html", "config.yaml"):
+        assert (out / f).is_file(), f
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ranking"]["psnr"] == ["mild", "heavy"]
+    assert summary["ranking"]["ald"] == ["mild", "heavy"]
+    mild, heavy = summary["methods"]["mild"]["metrics"], summary["methods"]["heavy"]["metrics"]
+    assert mild["ald"]["mean"] < heavy["ald"]["mean"] and mild["ids"]["mean"] > heavy["ids"]["mean"]
+    for stats in (mild, heavy):
+        for key in ("mean", "median", "std", "count", "failures"):
+            assert key in stats["psnr"]
+        assert stats["psnr"]["count"] == len(names) and stats["psnr"]["failures"] == 0
+        assert stats["ald"]["count"] + stats["ald"]["failures"] == len(names)
+        assert {"ald_e", "ald_m"} <= set(stats)  # "ald" asks for the three components
+    assert summary["identity_backend"] and summary["implementations"]["psnr"]
+    assert summary["higher_is_better"]["psnr"] and not summary["higher_is_better"]["ald"]
+
+    csv_lines = (out / "per_image.csv").read_text().strip().splitlines()
+    assert csv_lines[0].startswith("method,image,") and len(csv_lines) == 1 + 2 * len(names)
+    table = (out / "table.md").read_text()
+    assert "PSNR↑" in table and "ALD↓" in table and "| mild |" in table and "**" in table
+
+    page = _Rows()
+    page.feed((out / "report.html").read_text())
+    assert len(page.rows) == len(names)
+    for srcs in page.rows:  # LQ, mild, heavy, GT, one reference
+        assert len(srcs) == 5
+        assert all(not Path(s).is_absolute() and (out / s).is_file() for s in srcs)
+    assert any("hfSort" in s and "sort(" in s for s in page.scripts)
+    assert list((out / "assets" / "histograms").glob("*.png"))
+
+
+def test_mismatched_folders_exit_2_and_name_the_files(folders, tmp_path):
+    root, names = folders
+    bad = tmp_path / "bad"
+    for name in names[1:]:  # first identity missing, one extra file
+        (bad / name).mkdir(parents=True)
+        (bad / name / "0.png").write_bytes((root / "mild" / name / "0.png").read_bytes())
+    (bad / "stranger").mkdir()
+    (bad / "stranger" / "0.png").write_bytes((root / "mild" / names[0] / "0.png").read_bytes())
+    run = _run("--restored", str(bad), "--gt", str(root / "gt"), "--metrics", "psnr", "--output", str(tmp_path / "o"))
+    assert run.returncode == 2
+    assert f"{names[0]}/0" in run.stderr and "stranger/0" in run.stderr and "missing" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "o").exists()
+
+
+def test_unavailable_metric_is_skipped_with_reason(folders):
+    from honestface.metrics.evaluate import evaluate_folders
+    from honestface.metrics.iqa import available_metrics
+
+    root, names = folders
+    missing = [n for n, why in available_metrics({}).items() if why is not None]
+    if not missing:
+        pytest.skip("every IQA metric has its weights here")
+    res = evaluate_folders([root / "mild"], root / "gt", metrics=["psnr", missing[0], "ref_ids"])
+    assert res.columns == ["psnr"]
+    assert missing[0] in res.skipped and res.skipped[missing[0]]
+    assert "--refs" in res.skipped["ref_ids"]
+    assert res.summary()["methods"]["mild"]["metrics"]["psnr"]["count"] == len(names)
+    with pytest.raises(ValueError, match="unknown metric 'psnrr'"):
+        evaluate_folders([root / "mild"], root / "gt", metrics=["psnrr"])
+
+
+def test_reference_honesty_prefers_the_output_closer_to_the_references(folders, tmp_path):
+    """refs/<identity>/ hold a copy of the GT: the mild output gains identity over its LQ, the heavy one does not;
+    a heavy output whose face is not found is a counted failure, not a number."""
+    from honestface.metrics.evaluate import evaluate_folders
+
+    root, names = folders
+    sub = {f: tmp_path / f for f in ("gt", "mild", "heavy", "lq")}
+    for f, folder in sub.items():
+        for name in [names[0], *names[-2:]]:  # names[0]: the astronaut, not found by dlib after heavy blur
+            src = next((root / f / name).iterdir())
+            (folder / name).mkdir(parents=True)
+            (folder / name / src.name).write_bytes(src.read_bytes())
+    res = evaluate_folders([sub["mild"], sub["heavy"]], sub["gt"], refs=root / "refs", lq=sub["lq"],
+                           metrics=["ref_ids"])
+    assert res.columns == ["ref_ids", "lq_ref_ids", "ref_gain"]
+    assert all(len(r["refs"]) == 1 for r in res.rows["mild"])
+    m = res.summary()["methods"]
+    assert m["mild"]["metrics"]["ref_ids"]["count"] == 3 and m["mild"]["metrics"]["ref_gain"]["mean"] > 0
+    heavy = m["heavy"]["metrics"]["ref_gain"]
+    assert heavy["count"] == 2 and heavy["failures"] == 1 and "no face" in next(iter(heavy["failure_reasons"]))
+    assert heavy["mean"] < m["mild"]["metrics"]["ref_gain"]["mean"]
+    assert np.isnan(res.rows["heavy"][0]["ref_ids"]) and "ref_ids" in res.rows["heavy"][0]["failures"]
+
+
+def test_default_metrics_list_what_is_skipped_and_why(folders, tmp_path):
+    from honestface.metrics.iqa import available_metrics
+
+    root, names = folders
+    one = tmp_path / "one"
+    (one / "gt").mkdir(parents=True)
+    (one / "out").mkdir()
+    (one / "gt" / "a.png").write_bytes((root / "gt" / names[0] / "0.png").read_bytes())
+    (one / "out" / "a.png").write_bytes((root / "mild" / names[0] / "0.png").read_bytes())
+    run = _run("--restored", str(one / "out"), "--gt", str(one / "gt"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = one / "evaluation"  # default: beside the first restored folder
+    summary = json.loads((out / "summary.json").read_text())
+    for name, why in available_metrics({}).items():
+        if why is None and name != "fid":
+            assert name in summary["metrics"]
+        elif why is not None:
+            assert f"skipped metric {name}: " in run.stdout and summary["skipped"][name]
+    assert {"psnr", "ald", "ids"} <= set(summary["metrics"])
+
+
+def test_default_output_is_never_inside_an_input(tmp_path):
+    from honestface.metrics.evaluate import check_output, default_output
+
+    gt, out = tmp_path / "data", tmp_path / "data" / "restored"
+    out.mkdir(parents=True)
+    target = default_output({"restored": out}, [out, gt])
+    check_output(target, [out, gt])
+    assert target == tmp_path / "evaluation"
+    with pytest.raises(ValueError, match="must not be inside"):
+        check_output(gt / "report", [out, gt])
