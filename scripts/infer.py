@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:1, ... [infer.device]")
     m.add_argument("--dtype", choices=sorted(_DTYPE_ALIASES), help="compute precision [infer.precision]")
     m.add_argument("--seed", type=int, help="seed of the VAE posterior sampling [infer.seed]")
-    m.add_argument("--color-fix", choices=["none", "wavelet", "adain"], help="match the input's colours "
-                   "[infer.color_fix]")
+    m.add_argument("--color-fix", choices=["auto", "none", "wavelet", "adain"], help="match the input's colours "
+                   "(auto: wavelet for --whole, none for aligned) [infer.color_fix]")
     add_config_arguments(p)
     return p
 
