@@ -19,8 +19,7 @@ Names are imported lazily, so `import honestface.face` does not load torch, dlib
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from honestface._lazy import lazy_exports
 
 _EXPORTS = {
     "FaceDetection": "types",
@@ -59,14 +58,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'honestface.face' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"honestface.face.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

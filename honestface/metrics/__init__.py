@@ -6,10 +6,10 @@ Names are imported lazily, so `import honestface.metrics` loads neither torch, d
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from honestface._lazy import lazy_exports
 
 _EXPORTS = {
+    "run_evaluation": "evaluate",
     "affine_landmark_distance": "landmark",
     "landmark_distance": "landmark",
     "landmark_scores": "landmark",
@@ -24,23 +24,6 @@ _EXPORTS = {
     "load_fid_statistics": "iqa",
 }
 
-__all__ = sorted([*_EXPORTS, "run_evaluation"])  # noqa: PLE0605
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605
 
-
-def run_evaluation(cfg):
-    """Evaluate a folder of restorations (see `honestface.metrics.evaluate`)."""
-    from .evaluate import run_evaluation as r
-
-    return r(cfg)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'honestface.metrics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"honestface.metrics.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -4,8 +4,7 @@ scripts/infer.py). Names are imported lazily, so `import honestface.pipelines` s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from honestface._lazy import lazy_exports
 
 _EXPORTS = {
     "FaceInfo": "honestface_pipeline",
@@ -18,10 +17,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'honestface.pipelines' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"honestface.pipelines.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
