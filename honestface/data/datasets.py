@@ -210,6 +210,20 @@ class FaceFolderBase(Dataset):
     def _is_bad(self, path: Path) -> bool:
         return str(path) in self._bad
 
+    def _target(self, j: int, path: Path, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Sample j's HQ target and its LQ (precomputed in `lq_paths`, or degraded with `seed`), plus its sidecar
+        fields. Needs the subclass attributes resolution, min_size, with_sidecar, lq_paths, degradation."""
+        hq, fields = load_face(path, self.resolution, self.min_size, self.with_sidecar)  # (3, R, R)
+        sample: dict[str, Any] = {"hq": hq, "index": j, "path": str(path), "seed": seed}
+        if self.lq_paths is not None:
+            try:
+                sample["lq"] = resize_face(load_image(self.lq_paths[j], None), self.resolution)
+            except BadImageError as e:
+                raise with_path(e, self.lq_paths[j]) from e
+        elif self.degradation is not None:
+            degrade_sample(sample, self.degradation, seed)
+        return sample, fields
+
     def _check_index(self, index: int) -> int:
         n = len(self)
         if not -n <= index < n:
@@ -339,17 +353,7 @@ class PairedFaceDataset(FaceFolderBase):
     def _make(self, j: int) -> dict[str, Any]:
         from honestface.data.degradation import sample_seed
 
-        path = self.paths[j]
-        hq, fields = load_face(path, self.resolution, self.min_size, self.with_sidecar)  # (3, R, R)
-        seed = sample_seed(self.seed, j, self.epoch)
-        sample: dict[str, Any] = {"hq": hq, "index": j, "path": str(path), "seed": seed}
-        if self.lq_paths is not None:
-            try:
-                sample["lq"] = resize_face(load_image(self.lq_paths[j], None), self.resolution)
-            except BadImageError as e:
-                raise with_path(e, self.lq_paths[j]) from e
-        elif self.degradation is not None:
-            degrade_sample(sample, self.degradation, seed)
+        sample, fields = self._target(j, self.paths[j], sample_seed(self.seed, j, self.epoch))
         sample.update(fields)
         return sample
 

@@ -37,14 +37,12 @@ import torch
 from honestface.data.datasets import (
     BadImageError,
     FaceFolderBase,
-    degrade_sample,
     find_lq,
     index_lq_folder,
     load_face,
     load_image,
     resize_face,
     scan_images,
-    with_path,
 )
 from honestface.io import atomic_write_text, list_images
 
@@ -211,16 +209,9 @@ class ReferenceFaceDataset(FaceFolderBase):
 
         ident, k = self.targets[j]
         path = self.images[ident][k]
-        hq, fields = load_face(path, self.resolution, self.min_size, self.with_sidecar)  # (3, R, R)
         seed = sample_seed(self.seed, j, self.epoch if self.train else 0)
-        sample: dict[str, Any] = {"hq": hq, "index": j, "path": str(path), "seed": seed, "identity": ident}
-        if self.lq_paths is not None:
-            try:
-                sample["lq"] = resize_face(load_image(self.lq_paths[j], None), self.resolution)
-            except BadImageError as e:
-                raise with_path(e, self.lq_paths[j]) from e
-        elif self.degradation is not None:
-            degrade_sample(sample, self.degradation, seed)
+        sample, fields = self._target(j, path, seed)
+        sample["identity"] = ident
         found: list[tuple[str, str]] = []
         refs, mask, ref_paths, ref_fields = self._references(j, seed, found)
         sample.update(refs=refs, ref_mask=mask, ref_paths=ref_paths, **fields)
