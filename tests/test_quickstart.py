@@ -26,8 +26,8 @@ def test_quickstart_writes_faces_report_and_checks(tmp_path):
     assert all(len(v["landmarks"]) == 68 for v in sidecar.values())
     report = (out / "report.md").read_text()
     assert "**8 / 8**" in report  # every mirrored face is nearest to itself
-    rows = [line.split("|") for line in report.splitlines() if line.startswith("| astronaut |")
-            or line.startswith("| group_t1 |") or line.startswith("| grace_hopper |")]
+    photos = ("| astronaut |", "| group_t1 |", "| grace_hopper |")
+    rows = [line.split("|") for line in report.splitlines() if line.startswith(photos)]
     assert len(rows) == 3
     for row in rows:
         assert float(row[3].split()[0]) > 35  # PSNR inside the paste mask (two bilinear resamplings)
