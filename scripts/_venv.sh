@@ -23,5 +23,9 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
     pip_install --no-deps --no-build-isolation -e .
     echo "$WANT" > "$STAMP"
 fi
+# The editable install is what makes `import honestface` work outside the repository (notebooks, kernels).
+if ! (cd / && "$ROOT/.venv/bin/python" -c "import honestface" 2>/dev/null); then
+    pip_install --no-deps --no-build-isolation -e .
+fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,0 +1,243 @@
+"""benchmarks/run_all.py: the spec table, JSON parsing, median/spread aggregation, warm-up and repeats, peak memory,
+failure and timeout recording, atomic output files, the markdown table and the CLI (--list, --only, exit code).
+
+No real benchmark runs here: the specs point at tiny throwaway scripts written to tmp_path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("run_all", REPO / "benchmarks" / "run_all.py")
+run_all = importlib.util.module_from_spec(_spec)
+sys.modules["run_all"] = run_all  # dataclasses resolve the module by name
+_spec.loader.exec_module(run_all)
+
+# Prints the value at position <count> of `values` (count = runs so far, kept in a file), after some log lines.
+SEQUENCE = """
+import json, sys
+counter, values = sys.argv[1], [float(v) for v in sys.argv[2].split(",")]
+try:
+    n = int(open(counter).read())
+except FileNotFoundError:
+    n = 0
+open(counter, "w").write(str(n + 1))
+block = b"x" * (96 * 2**20)  # touch ~96 MB so the peak RSS is visibly above the interpreter's
+print("loading...", file=sys.stderr)
+print("log line {not json")
+print(json.dumps({"value": values[n], "name": "seq", "ok": True, "none": None,
+                  "nested": {"count": 7, "samples": [values[n], 2 * values[n]]},
+                  "results": [{"scale": "tiny", "batch": 1, "s": values[n]}]}, indent=2))
+"""
+FAIL = """
+import sys
+open(sys.argv[1], "a").write("x")
+for i in range(40):
+    print(f"noise {i}", file=sys.stderr)
+print("boom-last", file=sys.stderr)
+sys.exit(3)
+"""
+NO_JSON = "print('hello, no json here')\n"
+SLEEPER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(60)
+"""
+
+
+def script(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return str(path)
+
+
+def bench(name: str, path: str, args: tuple[str, ...] = (), warmup_run: bool = False):
+    return run_all.Benchmark(name, path, quick=args, full=args, warmup_run=warmup_run)
+
+
+def test_every_real_spec_points_at_an_existing_script():
+    names = [s.name for s in run_all.SPECS]
+    assert len(names) == len(set(names))
+    assert {"degradation", "model_size", "train_step", "infer", "evaluate"} <= set(names)
+    for spec in run_all.SPECS:
+        assert spec.path.is_file(), spec.path
+        for profile in ("quick", "full"):
+            argv = spec.argv(profile, "cuda")
+            assert all(isinstance(a, str) for a in argv) and "{device}" not in " ".join(argv)
+            if any("{device}" in a for a in getattr(spec, profile)):
+                assert any("cuda" in a for a in argv)
+    with pytest.raises(ValueError, match="medium"):
+        run_all.SPECS[0].argv("medium", "cpu")
+
+
+def test_parse_last_json_takes_the_last_top_level_object():
+    out = 'log {x\n{"a": 1}\nmore\n' + json.dumps({"b": [{"inner": 1}], "c": 2}, indent=2) + "\ntrailing {\n"
+    assert run_all.parse_last_json(out) == {"b": [{"inner": 1}], "c": 2}
+    assert run_all.parse_last_json('{"a": 1}\n{"a": 2}\n') == {"a": 2}
+    assert run_all.parse_last_json("no json\n[1, 2]\n") is None
+
+
+def test_aggregate_median_spread_and_paths():
+    runs = [{"t": 3.0, "cfg": {"name": "x", "flag": True, "n": None}, "l": [{"scale": "tiny", "v": 1}, {"v": 5}]},
+            {"t": 1.0, "extra": 10, "l": [{"scale": "tiny", "v": 3}, {"v": 5}]},
+            {"t": 2.0, "l": [{"scale": "tiny", "v": 2}, {"v": 5}]}]
+    s = run_all.aggregate(runs)
+    assert s["t"] == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert s["extra"] == {"median": 10, "min": 10, "max": 10, "n": 1}
+    assert s["l[0].v"]["median"] == 2 and s["l[1].v"]["max"] == 5  # one item names itself, one does not
+    named = run_all.flatten({"r": [{"scale": "tiny", "batch": 1, "t": 1}, {"scale": "tiny", "batch": 8, "t": 2}]})
+    assert named == {"r[scale=tiny,batch=1].batch": 1, "r[scale=tiny,batch=1].t": 1,
+                     "r[scale=tiny,batch=8].batch": 8, "r[scale=tiny,batch=8].t": 2}
+    assert not any(k.startswith("cfg") for k in s)  # strings, booleans and nulls are not metrics
+    even = run_all.aggregate([{"t": 1.0}, {"t": 4.0}])["t"]
+    assert even["median"] == 2.5 and (even["min"], even["max"]) == (1.0, 4.0)
+
+
+def test_repeats_after_a_discarded_warmup_with_peak_memory(tmp_path):
+    counter = tmp_path / "count"
+    spec = bench("seq", script(tmp_path, "seq", SEQUENCE), (str(counter), "100,3,1,2"), warmup_run=True)
+    logs = []
+    out = run_all.run_benchmarks([spec], repeats=3, log=logs.append)["seq"]
+    assert out["status"] == "ok" and out["error"] is None and counter.read_text() == "4"
+    assert [r["result"]["value"] for r in out["runs"]] == [3.0, 1.0, 2.0]  # the warm-up's 100 is not counted
+    assert out["warmup"]["wall_s"] > 0
+    s = out["summary"]
+    assert s["value"] == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert s["nested.samples[1]"]["median"] == 4.0 and s["results[scale=tiny,batch=1].s"]["max"] == 3.0
+    assert s["process.peak_rss_mb"]["min"] > 96  # the child's own peak, not this test process's
+    assert s["process.wall_s"]["n"] == 3 and len(logs) == 4 and logs[0].startswith("[seq] warm-up")
+
+
+def test_peak_rss_is_the_childs_own_from_a_small_parent(tmp_path):
+    # this pytest process is big (torch imported) and Linux floors a child's ru_maxrss at its parent's peak, so
+    # the measurement runs in a fresh interpreter that imports only run_all (stdlib), as the CLI does
+    seq = script(tmp_path, "seq", SEQUENCE)
+    idle = script(tmp_path, "idle", "print('{}')\n")
+    driver = (f"import importlib.util, json, sys; s = importlib.util.spec_from_file_location('r', {str(_spec.origin)!r});"
+              "m = importlib.util.module_from_spec(s); sys.modules['r'] = m; s.loader.exec_module(m);"
+              f"print(json.dumps([m.run_once([sys.executable, p] + a)['peak_rss_mb'] for p, a in "
+              f"[({seq!r}, [{str(tmp_path / 'c')!r}, '1']), ({idle!r}, [])]]))")
+    run = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, check=True)
+    big, small = json.loads(run.stdout)
+    assert small < 60 and 96 < big < small + 96 + 60, (big, small)
+
+
+def test_failures_are_recorded_and_the_rest_still_run(tmp_path):
+    tries = tmp_path / "tries"
+    specs = [bench("fail", script(tmp_path, "fail", FAIL), (str(tries),)),
+             bench("nojson", script(tmp_path, "nojson", NO_JSON)),
+             bench("ok", script(tmp_path, "seq", SEQUENCE), (str(tmp_path / "c"), "1,2"))]
+    out = run_all.run_benchmarks(specs, repeats=2, log=lambda _: None, tail_lines=5)
+    fail = out["fail"]
+    assert fail["status"] == "failed" and tries.read_text() == "x"  # no repeats after a failure
+    assert fail["error"].splitlines()[0] == "exit code 3" and fail["error"].splitlines()[-1] == "boom-last"
+    assert "noise 0" not in fail["error"] and fail["runs"] == [] and fail["summary"] == {}
+    assert out["nojson"]["status"] == "failed" and "no JSON" in out["nojson"]["error"]
+    assert out["ok"]["status"] == "ok" and out["ok"]["summary"]["value"]["median"] == 1.5
+
+
+def test_timeout_kills_the_run_and_its_subprocesses(tmp_path):
+    pid_file = tmp_path / "pid"
+    spec = bench("sleep", script(tmp_path, "sleep", SLEEPER), (str(pid_file),))
+    start = time.monotonic()
+    out = run_all.run_benchmarks([spec], repeats=1, timeout=3, log=lambda _: None)["sleep"]
+    assert time.monotonic() - start < 30
+    assert out["status"] == "failed" and out["error"].startswith("timed out")
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # gone, or a zombie waiting for its new parent to reap it
+        status = Path(f"/proc/{grandchild}/status")
+        if not status.exists() or re.search(r"State:\s+Z", status.read_text()):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"grandchild {grandchild} still running after the timeout")
+
+
+def test_write_results_is_atomic(tmp_path, monkeypatch):
+    out = tmp_path / "res" / "results.json"
+    good = {"profile": "quick", "benchmarks": {}}
+    md = run_all.write_results(good, out)
+    assert json.loads(out.read_text()) == good and md == out.with_suffix(".md") and md.read_text().startswith("#")
+    with pytest.raises(TypeError):  # not serialisable: nothing is touched
+        run_all.write_results({"benchmarks": {}, "bad": object()}, out)
+    assert json.loads(out.read_text()) == good
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(run_all.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        run_all.write_results({"profile": "full", "benchmarks": {}}, out)
+    assert json.loads(out.read_text()) == good
+    assert sorted(p.name for p in out.parent.iterdir()) == ["results.json", "results.md"]  # no temp files left
+
+
+def test_markdown_table_rows_units_and_failures():
+    results = {"profile": "quick", "repeats": 3, "device": "cpu", "machine": {"cpu_count": 2},
+               "benchmarks": {
+                   "a": {"status": "ok", "summary": {
+                       "x.images_per_s": {"median": 12.5, "min": 11.0, "max": 13.25, "n": 3},
+                       "tiny.total": {"median": 3073086, "min": 3073086, "max": 3073086, "n": 3},
+                       "batch_size": {"median": 8, "min": 8, "max": 8, "n": 3},
+                       "step_s_all[0]": {"median": 1.0, "min": 1.0, "max": 1.0, "n": 3},
+                       "step_s_median": {"median": 0.5, "min": 0.4, "max": 0.9, "n": 3}}},
+                   "b": {"status": "failed", "error": "exit code 1\nValueError: a | b", "summary": {}}}}
+    md = run_all.markdown_table(results)
+    assert "| a | x.images_per_s | 12.5 | 11 - 13.25 | 3 | images/s |" in md
+    assert "| a | tiny.total | 3,073,086 | 3,073,086 - 3,073,086 | 3 | params |" in md
+    assert "| a | step_s_median | 0.5 | 0.4 - 0.9 | 3 | s |" in md
+    assert "batch_size" not in md and "step_s_all" not in md
+    assert "| b | FAILED | | | | exit code 1 ValueError: a \\| b |" in md
+
+
+def test_git_commit_from_the_git_folder(tmp_path):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    git = tmp_path / ".git"
+    (git / "refs" / "heads").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    (git / "packed-refs").write_text(f"# pack-refs\n{sha} refs/heads/main\n")
+    assert run_all.git_commit(tmp_path) == sha
+    (git / "refs" / "heads" / "main").write_text(sha[::-1] + "\n")  # a loose ref wins over packed-refs
+    assert run_all.git_commit(tmp_path) == sha[::-1]
+    (git / "HEAD").write_text(sha + "\n")  # detached HEAD
+    assert run_all.git_commit(tmp_path) == sha
+    assert run_all.git_commit(tmp_path / "nowhere") is None
+
+
+def test_cli_list_only_and_exit_code(tmp_path, monkeypatch, capsys):
+    assert run_all.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    for spec in run_all.SPECS:
+        assert spec.name in listed and " ".join(spec.quick) in listed
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "nope"])
+    assert "unknown benchmark(s) nope" in capsys.readouterr().err
+
+    specs = (bench("seq", script(tmp_path, "seq", SEQUENCE), (str(tmp_path / "c"), "5,7,6")),
+             bench("fail", script(tmp_path, "fail", FAIL), (str(tmp_path / "t"),)))
+    monkeypatch.setattr(run_all, "SPECS", specs)
+    out = tmp_path / "out" / "bench.json"
+    assert run_all.main(["--only", "seq", "--repeats", "2", "--device", "cpu", "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["failed"] == [] and res["repeats"] == 2 and res["device"] == "cpu"
+    assert res["benchmarks"]["seq"]["summary"]["value"]["median"] == 6.0
+    m = res["machine"]
+    assert m["cpu_count"] == os.cpu_count() and m["python"] and "torch" in m["packages"]
+    assert "| seq | value | 6 | 5 - 7 | 2 |" in out.with_suffix(".md").read_text()
+    assert "| seq | value |" in capsys.readouterr().out
+
+    assert run_all.main(["--repeats", "1", "--device", "cpu", "--output", str(out)]) == 1  # all specs, one fails
+    res = json.loads(out.read_text())
+    assert res["failed"] == ["fail"] and res["benchmarks"]["seq"]["status"] == "ok"
+    assert "| fail | FAILED |" in out.with_suffix(".md").read_text()
