@@ -1,9 +1,10 @@
-"""Inference speed and memory of HonestFace per stage, at batch 1 and 8, printed as JSON.
+"""Inference speed and memory of HonestFace or VSPBFR per stage, at batch 1 and 8, printed as JSON.
 
     python benchmarks/infer.py                    # tiny preset (random weights), batches 1 and 8
     python benchmarks/infer.py --sd21             # also SD 2.1 scale with random weights (CPU: needs >= 16 GB free)
     python benchmarks/infer.py --device cuda --dtype fp16 --sd21
     python benchmarks/infer.py --threads 1        # on a shared CPU: avoids thread oversubscription noise
+    python benchmarks/infer.py --model vspbfr --full --batches 1 --repeats 1   # VSPBFR tiny and full (512) scale
 
 Method (our choice): every stage is timed by calling the model's parts directly, in the order of
 `HonestFace.forward` (honestface/models/honestface.py) with references precomputed once per identity as the
@@ -16,6 +17,12 @@ batch; `ide_refs` is per reference set). CUDA stages are timed with synchronisat
 its own subprocess so that peak memory is its own: peak RSS (ru_maxrss) on CPU, `torch.cuda.max_memory_allocated`
 on a GPU. When `honestface.pipelines` is available, `pipeline` is the end-to-end per-face time of the pipeline's
 aligned mode on the same batch (image conversion, the stages above and the output conversion).
+
+VSPBFR (`--model vspbfr`; scales "tiny" and, with `--full`, the released "full" configuration: StyleGAN2 1024,
+restoration 512, random weights from `build_vspbfr`): the stages of `VSPBFR.forward` with one seeded generator per
+face, as `VSPBFRPipeline` runs it: `style_encoder` (encode_lq, one face at a time), `code_diffuser` (the 4-step
+chain, one face at a time), `feature_bank` (StyleGAN2 on w0 with features, pooled inverted image), `restoration`
+(the restoration network with style mixing 0.5), then `paste_back` and `pipeline` as above.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_FREE_GB_SD21 = 16
+MIN_FREE_GB_VSPBFR_FULL = 6
 
 
 def _free_gb() -> float:
@@ -127,6 +135,54 @@ def measure(scale: str, batch: int, device: torch.device, dtype: torch.dtype, re
     return result
 
 
+@torch.no_grad()
+def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
+    from honestface.face import paste_back
+    from honestface.models.vspbfr import build_vspbfr
+    from honestface.pipelines import VSPBFRPipeline
+
+    t0 = time.perf_counter()
+    model = build_vspbfr(scale).to(device=device, dtype=dtype).eval()
+    build = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    size = model.size
+    g = torch.Generator().manual_seed(0)
+    lq = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device, dtype)  # (B, 3, S, S) in [-1, 1]
+
+    def gens() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(0) for _ in range(batch)]
+
+    times: dict[str, float] = {}
+    times["style_encoder"], w_hat = _timed(
+        lambda: torch.cat([model.encode_lq(lq[b:b + 1]) for b in range(batch)]), device, repeats)
+    times["code_diffuser"], w0 = _timed(lambda: model.style_prompt(w_hat, gens()), device, repeats)
+    times["feature_bank"], (_, bank) = _timed(lambda: model.feature_bank(w0, gens()), device, repeats)
+    times["restoration"], image = _timed(lambda: model.restore(lq, w0, bank, gens(), 0.5), device, repeats)
+    crops = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    photo = np.zeros((886, 1280, 3), np.uint8)
+    mats = np.stack([np.array([[0.5, 0.0, -40.0 * i], [0.0, 0.5, -30.0]]) for i in range(batch)])
+    times["paste_back"], _ = _timed(lambda: paste_back(photo, list(crops), mats), device, repeats)
+    per_face = {k: v / batch for k, v in times.items()}
+    pipe = VSPBFRPipeline(model)
+    t, _ = _timed(lambda: pipe(list(crops), mode="aligned", batch_size=batch), device, repeats)
+    params = {name: round(sum(p.numel() for p in getattr(model, name).parameters()) / 1e6, 2)
+              for name in ("style_encoder", "stylegan", "code_diffuser", "restoration")}
+    result = {"model": "vspbfr", "scale": scale, "batch": batch, "resolution": size,
+              "stylegan_size": model.stylegan_size, "params_million": params, "device": str(device),
+              "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+              "build_seconds": round(build, 2), "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
+              "model_seconds_per_face": round(sum(v for k, v in per_face.items() if k != "paste_back"), 5),
+              "pipeline_seconds_per_face": round(t / batch, 5)}
+    if device.type == "cuda":
+        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        result["peak_memory_kind"] = "cuda_max_allocated"
+    else:
+        result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        result["peak_memory_kind"] = "rss"
+    return result
+
+
 def _takes_model(cls: type) -> bool:
     import inspect
 
@@ -136,7 +192,10 @@ def _takes_model(cls: type) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sd21", action="store_true", help="also measure SD 2.1 scale (random weights)")
+    p.add_argument("--model", choices=["honestface", "vspbfr"], default="honestface", help="model family")
+    p.add_argument("--sd21", action="store_true", help="HonestFace: also measure SD 2.1 scale (random weights)")
+    p.add_argument("--full", action="store_true", help="VSPBFR: also measure the full (512 px) scale (random "
+                   "weights)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32")
@@ -150,18 +209,23 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.one:
         scale, batch = args.one.split(":")
-        print(json.dumps(measure(scale, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs)))
+        if args.model == "vspbfr":
+            print(json.dumps(measure_vspbfr(scale, int(batch), device, _DTYPES[args.dtype], args.repeats)))
+        else:
+            print(json.dumps(measure(scale, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs)))
         return 0
     results, skipped = [], []
-    scales = ["tiny"] + (["sd21"] if args.sd21 else [])
+    big, need = ("full", MIN_FREE_GB_VSPBFR_FULL) if args.model == "vspbfr" else ("sd21", MIN_FREE_GB_SD21)
+    scales = ["tiny"] + ([big] if (args.full if args.model == "vspbfr" else args.sd21) else [])
     for scale in scales:
-        if scale == "sd21" and device.type == "cpu" and _free_gb() < MIN_FREE_GB_SD21:
-            skipped.append(f"sd21 on CPU skipped: {_free_gb():.1f} GB available, needs {MIN_FREE_GB_SD21} GB")
+        if scale == big and device.type == "cpu" and _free_gb() < need:
+            skipped.append(f"{big} on CPU skipped: {_free_gb():.1f} GB available, needs {need} GB")
             print(skipped[-1], file=sys.stderr)
             continue
         for batch in args.batches:
-            cmd = [sys.executable, __file__, "--one", f"{scale}:{batch}", "--device", args.device, "--dtype",
-                   args.dtype, "--repeats", str(args.repeats), "--refs", str(args.refs), "--threads", str(args.threads)]
+            cmd = [sys.executable, __file__, "--one", f"{scale}:{batch}", "--model", args.model, "--device",
+                   args.device, "--dtype", args.dtype, "--repeats", str(args.repeats), "--refs", str(args.refs),
+                   "--threads", str(args.threads)]
             run = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if run.returncode != 0:
                 tail = (run.stderr.strip().splitlines() or ["?"])[-1]

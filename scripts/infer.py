@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Restore faces (aligned crops or whole photos) with a trained HonestFace model, optionally with references.
+"""Restore faces (aligned crops or whole photos) with a trained HonestFace (optionally with references) or VSPBFR model.
 
     python scripts/infer.py --model runs/honestface/final --input lq/ --output restored/ --refs refs/
     python scripts/infer.py --model M --whole --input "photos/**/*.jpg" --output out/ --refs people/ --pool
+    python scripts/infer.py --arch vspbfr --model runs/vspbfr/final --input lq/ --output restored/ --dtype bf16
     accelerate launch --multi_gpu --num_processes 4 scripts/infer.py --model M --input lq/ --output out/
 
 Every flag is a shortcut for an `infer.*` (or `model.pretrained`) config key; any other key can be given as
@@ -28,6 +29,14 @@ references (--refs):
   --pool                   the folder holds faces of many people: each face gets those of its identity
                            (infer.reference_mode=pool, matched with infer.ref_threshold)
   An input without references fails when --refs is given, unless infer.allow_blind=true.
+
+models (--arch, model.name):
+  honestface               a HonestFace.save_pretrained / training folder (the default)
+  vspbfr                   a VSPBFR.save_pretrained folder (vspbfr_config.json + vspbfr.safetensors), e.g. from
+                           the VSPBFR training stages or VSPBFR.from_official(...).save_pretrained(DIR); a folder
+                           holding vspbfr_config.json is run as VSPBFR even without --arch. VSPBFR is blind:
+                           --refs is ignored with a warning. --seed seeds its diffusion codes, random codes and
+                           noise (one generator per face, so batching does not change a face).
 
 examples:
   python scripts/infer.py --model runs/honestface/final --input lq/ --output out/ --refs refs/ --batch-size 8
@@ -66,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model and run")
     m.add_argument("--model", "-m", metavar="DIR", help="model folder written by save_pretrained / training "
                    "[model.pretrained]")
+    m.add_argument("--arch", choices=["honestface", "vspbfr"], help="model family of --model (default: "
+                   "honestface, or vspbfr for a folder with vspbfr_config.json) [model.name]")
     mode = m.add_mutually_exclusive_group()
     mode.add_argument("--aligned", dest="mode", action="store_const", const="aligned",
                       help="inputs are aligned face crops (default) [infer.mode=aligned]")
@@ -74,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", "-b", type=int, metavar="N", help="faces per model call [infer.batch_size]")
     m.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:1, ... [infer.device]")
     m.add_argument("--dtype", choices=sorted(_DTYPE_ALIASES), help="compute precision [infer.precision]")
-    m.add_argument("--seed", type=int, help="seed of the VAE posterior sampling [infer.seed]")
+    m.add_argument("--seed", type=int, help="seed of the sampling (HonestFace: VAE posterior; VSPBFR: diffusion "
+                   "start codes, random codes, noise) [infer.seed]")
     m.add_argument("--color-fix", choices=["auto", "none", "wavelet", "adain"], help="match the input's colours "
                    "(auto: wavelet for --whole, none for aligned) [infer.color_fix]")
     add_config_arguments(p)
@@ -84,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     """The flags as `key=value` overrides (strings JSON-quoted so any path survives the YAML parse)."""
     pairs = {"infer.input": args.input, "infer.output": args.output, "infer.references": args.refs,
-             "model.pretrained": args.model, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
+             "model.pretrained": args.model, "model.name": args.arch, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
              "infer.device": args.device, "infer.precision": _DTYPE_ALIASES.get(args.dtype) if args.dtype else None,
              "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix}
     out = [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]

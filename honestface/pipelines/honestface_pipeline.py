@@ -316,6 +316,15 @@ class HonestFacePipeline:
         r = self.resolution
         lq01 = torch.from_numpy(np.stack([_resize(j.lq, r, r) for j in jobs])).permute(0, 3, 1, 2).float() / 255.0
         lq = (lq01 * 2 - 1).to(self.device, self.dtype)  # (B, 3, R, R) in [-1, 1]
+        x_hat = self._predict(lq, jobs, k_max, seed)  # (B, 3, R, R) in [-1, 1]
+        out = (x_hat.float().clamp(-1, 1) + 1) / 2
+        out = apply_color_fix(color_fix, out, lq01.to(out.device)).clamp(0, 1)  # (B, 3, R, R) in [0, 1]
+        out_np = out.permute(0, 2, 3, 1).cpu().numpy()  # (B, R, R, 3)
+        for job, o in zip(jobs, out_np):
+            job.restored = _resize(to_uint8(o), *job.lq.shape[:2])  # photo mode: the crop is R already
+
+    def _predict(self, lq: torch.Tensor, jobs: list[_Job], k_max: int, seed: int) -> torch.Tensor:
+        """The model call: lq (B, 3, R, R) in [-1, 1] on the model's device/dtype -> (B, 3, R, R) in [-1, 1]."""
         kwargs: dict[str, Any] = {}
         if any(j.chosen for j in jobs):
             feats = [self._reference_features(j) if j.chosen else None for j in jobs]
@@ -334,12 +343,7 @@ class HonestFacePipeline:
                 mask.append(m)
             kwargs = {"ref_embeddings": torch.cat(emb), "ref_tokens": torch.cat(tok), "ref_mask": torch.cat(mask)}
         generators = [torch.Generator().manual_seed(int(seed)) for _ in jobs]  # one per face: batch-independent
-        x_hat = self.model(lq, generator=generators, **kwargs).x_hat  # (B, 3, R, R) in [-1, 1]
-        out = (x_hat.float().clamp(-1, 1) + 1) / 2
-        out = apply_color_fix(color_fix, out, lq01.to(out.device)).clamp(0, 1)  # (B, 3, R, R) in [0, 1]
-        out_np = out.permute(0, 2, 3, 1).cpu().numpy()  # (B, R, R, 3)
-        for job, o in zip(jobs, out_np):
-            job.restored = _resize(to_uint8(o), *job.lq.shape[:2])  # photo mode: the crop is R already
+        return self.model(lq, generator=generators, **kwargs).x_hat  # (B, 3, R, R) in [-1, 1]
 
     def _paste(self, photo: np.ndarray, jobs: list[_Job], upscale: float,
                upsampler: Callable[[np.ndarray], np.ndarray] | None, mask_kind: str) -> tuple[np.ndarray, np.ndarray]:

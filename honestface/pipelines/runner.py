@@ -3,7 +3,12 @@ safely and record what happened to every input in `results.json`.
 
 Task: the HonestFace test-time procedure (arXiv 2505.18469: LQ face + K reference faces of the same person ->
 one UNet step) run over a data set, on one process or split across several with `accelerate launch`. The
-pipeline itself is `honestface.pipelines.HonestFacePipeline`; everything here is our choice of run behaviour:
+pipeline itself is `honestface.pipelines.HonestFacePipeline`, or `VSPBFRPipeline` for a VSPBFR model (arXiv
+2412.21042); everything here is our choice of run behaviour:
+
+- Model: `model.name=vspbfr` (scripts/infer.py `--arch vspbfr`) loads `model.pretrained` as a VSPBFR folder; with
+  the default `model.name=honestface`, a folder holding `vspbfr_config.json` (written by `VSPBFR.save_pretrained`)
+  is still run as VSPBFR. VSPBFR is blind: given references are ignored with a warning (every face is "blind").
 
 - Inputs: a folder (every image, recursively, `honestface.io.list_images`), a glob (`lq/**/*.png`) or one file.
   Files under the output folder (when `infer.allow_output_in_input` lets it sit inside the input folder) and under
@@ -32,6 +37,7 @@ pipeline itself is `honestface.pipelines.HonestFacePipeline`; everything here is
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -46,9 +52,11 @@ from omegaconf import DictConfig
 
 from honestface.io import IMAGE_EXTENSIONS, atomic_write_text, list_images, read_image, write_image
 
-__all__ = ["RESULTS_FILE", "InferenceSetupError", "find_inputs", "plan_outputs", "run_inference"]
+__all__ = ["RESULTS_FILE", "VSPBFR_CONFIG_FILE", "InferenceSetupError", "find_inputs", "model_architecture",
+           "plan_outputs", "run_inference"]
 
 RESULTS_FILE = "results.json"
+VSPBFR_CONFIG_FILE = "vspbfr_config.json"  # = honestface.models.vspbfr.vspbfr.CONFIG_FILE (not imported: heavy)
 _GLOB_CHARS = "*?["
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -153,18 +161,35 @@ def _resolve_device(name: str, state: Any) -> Any:
     return torch.device(name)
 
 
+def model_architecture(cfg: DictConfig) -> str:
+    """"vspbfr" when `model.name` says so or `model.pretrained` is a VSPBFR folder, else "honestface"."""
+    folder = Path(cfg.model.pretrained) if cfg.model.pretrained is not None else None
+    is_vspbfr = folder is not None and (folder / VSPBFR_CONFIG_FILE).is_file()
+    if cfg.model.name == "vspbfr":
+        if folder is not None and folder.is_dir() and not is_vspbfr:
+            raise InferenceSetupError(f"model.name=vspbfr, but {folder} is not a VSPBFR model folder (no "
+                                      f"{VSPBFR_CONFIG_FILE}; model.pretrained / --model)")
+        return "vspbfr"
+    return "vspbfr" if is_vspbfr else "honestface"
+
+
 def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
     import torch
 
-    from honestface.pipelines import HonestFacePipeline
+    from honestface.pipelines import HonestFacePipeline, VSPBFRPipeline
 
     weights = {str(k): str(v) for k, v in cfg.weights.items()}
     detector = cfg.face.detector if cfg.infer.mode == "photo" else None  # aligned mode: built only if needed
-    pipe = HonestFacePipeline.from_pretrained(cfg.model.pretrained, weights=weights or None, detector=detector,
-                                              identity=cfg.face.identity, device=device)
+    vspbfr = model_architecture(cfg) == "vspbfr"
+    cls = VSPBFRPipeline if vspbfr else HonestFacePipeline
+    pipe = cls.from_pretrained(cfg.model.pretrained, weights=weights or None, detector=detector,
+                               identity=None if vspbfr else cfg.face.identity, device=device)
     pipe.to(device, getattr(torch, _DTYPES[cfg.infer.precision]))
     pipe.merge_lora()
-    if cfg.infer.compile:
+    if cfg.infer.compile and vspbfr:
+        warnings.warn("infer.compile is not supported for VSPBFR models (per-sample noise hooks); running eagerly",
+                      stacklevel=2)
+    elif cfg.infer.compile:
         pipe.model.generator.unet = torch.compile(pipe.model.generator.unet)
     return pipe
 
@@ -317,6 +342,7 @@ def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, ref
              num_processes: int) -> dict[str, Any]:
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "failed", "skipped")}
     return {"version": 1, "input": cfg.infer.input, "output": cfg.infer.output, "model": cfg.model.pretrained,
+            "architecture": model_architecture(cfg),
             "mode": cfg.infer.mode, "references": cfg.infer.references, "reference_mode": reference_mode,
             "device": cfg.infer.device, "precision": cfg.infer.precision, "batch_size": cfg.infer.batch_size,
             "seed": cfg.infer.seed, "num_processes": num_processes, "seconds": round(time.time() - started, 3),
@@ -332,6 +358,11 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
             raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
     if not Path(cfg.model.pretrained).is_dir():
         raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model)")
+    if model_architecture(cfg) == "vspbfr" and icfg.references is not None:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"warning: VSPBFR is blind: ignoring the references {icfg.references} (infer.references)",
+                  file=sys.stderr)
+        icfg.references, icfg.reference_mode = None, "auto"
     if icfg.references is not None and not Path(icfg.references).exists():
         raise InferenceSetupError(f"references not found: {icfg.references}")
     if icfg.reference_mode == "pool" and (icfg.references is None or not Path(icfg.references).is_dir()):
@@ -372,6 +403,7 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
 def run_inference(cfg: DictConfig) -> int:
     """Run `infer.*` (+ model.pretrained, weights, face.*) -> exit code: 0 all done, 1 some failed, 2 bad setup."""
     started = time.time()
+    cfg = copy.deepcopy(cfg)  # _setup drops references given to a (blind) VSPBFR model
     try:
         records, how, output = _setup(cfg)  # before the heavy imports: a bad command line fails fast
     except InferenceSetupError as e:

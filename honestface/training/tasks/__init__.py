@@ -10,6 +10,9 @@ TASKS: dict[str, str] = {
     "honestface": "honestface.training.tasks.honestface:HonestFaceTask",
     "vae": "honestface.training.tasks.autoencoder:AutoencoderTask",
     "vre": "honestface.training.tasks.vre:VRETask",
+    "vspbfr_encoder": "honestface.training.tasks.vspbfr_encoder:VSPBFREncoderTask",
+    "vspbfr_diffuser": "honestface.training.tasks.vspbfr:VSPBFRDiffuserTask",
+    "vspbfr_restoration": "honestface.training.tasks.vspbfr_restoration:VSPBFRRestorationTask",
 }
 
 

@@ -1,0 +1,113 @@
+"""VSPBFRPipeline: restore aligned faces or every face of whole photos with a VSPBFR model.
+
+Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv
+2412.21042): style encoder -> code diffuser (visual style prompt w0) -> StyleGAN2 feature bank -> restoration
+network, see `honestface.models.vspbfr.vspbfr`. The user API is `HonestFacePipeline`'s (same `from_pretrained`,
+`__call__`, `RestorationOutput` / `FaceInfo`), and so is everything around the model call (input forms, face
+detection and FFHQ alignment, colour fix, paste-back with a soft mask, upscaling): this class only swaps the model.
+
+Our choices:
+- VSPBFR is blind: `references` are accepted so both pipelines are interchangeable, ignored with a one-time
+  warning, and every face says so (`FaceInfo.blind=True`, no references, `reason` names the ignored references).
+- The working resolution is the model's (`model.size`, 512 for the released model); faces are resized to it.
+- Seeded: each face gets its own CPU `torch.Generator(seed)` for the diffusion start codes, the random codes z,
+  style mixing and every noise injection, so a face's output depends on neither its batch neighbours nor the batch
+  size (see the model's docstring for how the batch is kept out of it).
+- Style mixing of the random codes with probability `mixing` (default 0.5, the released test script's default).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from honestface.pipelines.honestface_pipeline import DTYPES, HonestFacePipeline, RestorationOutput, _Job
+
+__all__ = ["VSPBFRPipeline"]
+
+_IGNORED = "VSPBFR is blind: the references were ignored"
+
+
+class VSPBFRPipeline(HonestFacePipeline):
+    """Restoration with a VSPBFR model (`__call__`, see `HonestFacePipeline.__call__`). Build with
+    `from_pretrained(model_dir)` or from parts: model (VSPBFR), detector / landmarker (photo mode), resolution
+    (must be the model's size when given), mixing (style-mixing probability of the random codes)."""
+
+    def __init__(self, model: Any, detector: Any = None, landmarker: Any = None, identity_encoder: Any = None,
+                 resolution: int | None = None, cache_size: int = 64, mixing: float = 0.5) -> None:
+        if resolution is not None and int(resolution) != model.size:
+            raise ValueError(f"VSPBFR works at its model size {model.size}; got resolution={resolution}")
+        if not 0.0 <= mixing <= 1.0:
+            raise ValueError(f"mixing must be a probability in [0, 1], got {mixing}")
+        super().__init__(model, detector, landmarker, identity_encoder, resolution=model.size, cache_size=cache_size)
+        self.mixing = float(mixing)
+        self._warned = False
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike, weights: dict | None = None, detector: Any = "mtcnn",
+                        identity: Any = None, *, landmarker: Any = None, device: Any = None,
+                        dtype: torch.dtype | None = None, detector_threshold: float = 0.9,
+                        **kw: Any) -> VSPBFRPipeline:
+        """Load a `VSPBFR.save_pretrained` folder plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd", an
+        object, or None) and an optional landmarker. `weights` (registry name -> path, for the face models) and
+        `identity` are accepted for interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder."""
+        from honestface.face import build_detector, build_identity_encoder, build_landmarker
+        from honestface.models.vspbfr.vspbfr import VSPBFR
+
+        model = VSPBFR.from_pretrained(model_dir, with_discriminator=False)
+        if isinstance(detector, str):
+            opts = {"threshold": detector_threshold} if detector == "mtcnn" else {}
+            detector = build_detector(detector, device=device, **opts)
+        if isinstance(landmarker, str):
+            landmarker = build_landmarker(landmarker, device=device)
+        if isinstance(identity, str):
+            identity = build_identity_encoder(identity, device=device)
+        return cls(model, detector, landmarker, identity, **kw).to(device, dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> VSPBFRPipeline:
+        """Move the model; dtype float32 / float16 / bfloat16."""
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {dtype}")
+        if device is not None or dtype is not None:
+            self.model.to(device=device, dtype=dtype)
+        return self
+
+    def merge_lora(self) -> None:
+        """Nothing to merge: VSPBFR has no LoRA (kept so both pipelines are interchangeable)."""
+
+    @torch.no_grad()
+    def __call__(self, images: Any, references: Any = None, *, mixing: float | None = None,
+                 **kwargs: Any) -> RestorationOutput:
+        """Restore `images` like `HonestFacePipeline.__call__` (mode, batch_size, color_fix, seed, min_face_size,
+        upscale, background_upsampler, mask_kind); `references`, max_references, ref_threshold and
+        references_aligned are ignored (VSPBFR is blind). mixing: style-mixing probability (default: the
+        pipeline's)."""
+        ignored = references is not None
+        if ignored and not self._warned:
+            warnings.warn(f"{_IGNORED} (pass references=None to silence this)", stacklevel=2)
+            self._warned = True
+        if mixing is not None and not 0.0 <= mixing <= 1.0:
+            raise ValueError(f"mixing must be a probability in [0, 1], got {mixing}")
+        kwargs.pop("references_aligned", None)
+        kwargs["ref_threshold"] = 1.0  # no reference is ever matched; also keeps the identity encoder unbuilt
+        previous, self.mixing = self.mixing, self.mixing if mixing is None else float(mixing)
+        try:
+            out = super().__call__(images, None, **kwargs)
+        finally:
+            self.mixing = previous
+        if ignored:
+            for faces in out.faces:
+                for info in faces:
+                    info.reason = info.reason or _IGNORED
+        return out
+
+    def _predict(self, lq: torch.Tensor, jobs: list[_Job], k_max: int, seed: int) -> torch.Tensor:
+        generators = [torch.Generator().manual_seed(int(seed)) for _ in jobs]  # one per face: batch-independent
+        return self.model(lq, generator=generators, mixing=self.mixing).image  # (B, 3, R, R) in [-1, 1]
