@@ -59,7 +59,8 @@ class DataConfig:
 
 @dataclass
 class DegradationConfig:
-    preset: Literal["gfpgan", "daefr", "osdface", "codeformer", "difface", "refldm", "vspbfr", "realesrgan"] = "daefr"
+    preset: Literal["gfpgan", "daefr", "osdface", "codeformer", "difface", "refldm", "vspbfr", "realesrgan",
+                    "tiny"] = "daefr"
     params: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's ranges
 
 
@@ -95,7 +96,7 @@ class OptimConfig:
 class TrainConfig:
     # What to train: the HonestFace G/D alternation, or an earlier stage of the small-scale recipe (a face VAE;
     # the VRE's dual VQ codebooks). `stage_params` are that stage's own options (checked by the stage).
-    stage: Literal["honestface", "vae", "vre"] = "honestface"
+    stage: Literal["honestface", "vae", "vre", "vspbfr_encoder", "vspbfr_diffuser", "vspbfr_restoration"] = "honestface"
     stage_params: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/${model.name}"
     max_steps: int = 100_000

@@ -288,3 +288,24 @@ def test_trained_vae_and_vre_folders_replace_the_random_ones(tmp_path):
     again = HonestFace.from_pretrained(tmp_path / "model")
     assert torch.equal(again.vae.encoder.conv_in.weight, vae.encoder.conv_in.weight)
     assert torch.equal(again.vre.codebook, vre.codebook)
+
+
+def test_train_base_trains_and_saves_the_whole_unet(data, tmp_path):
+    """Small-scale recipe option: the random base UNet trains with its LoRA, and the trained base is saved."""
+    m = HonestFace.from_preset("tiny", encode_mode="mode", train_base=True).train()
+    randomize_lora(m)
+    names = set(m.trainable_parameter_names())
+    unet = {f"generator.unet.{n}" for n, _ in m.generator.unet.named_parameters()}
+    assert unet <= names  # base weights and LoRA
+    assert any(".lora_" in n for n in unet) and any(".base_layer." in n for n in unet)
+    out = m(data["lq"], data["refs"], data["mask"])
+    out.x_hat.square().mean().backward()
+    assert unet <= _grad_names(m) <= names  # every UNet weight learns; nothing outside the trainable set
+    with torch.no_grad():
+        next(p for n, p in m.generator.unet.named_parameters() if ".base_layer." in n).add_(0.01)  # "trained"
+    m.eval().save_pretrained(tmp_path)
+    loaded = HonestFace.from_pretrained(tmp_path)
+    assert loaded.generator.train_base and set(loaded.trainable_parameter_names()) == names
+    with torch.no_grad():
+        a, b = m(data["lq"], data["refs"], data["mask"]), loaded(data["lq"], data["refs"], data["mask"])
+    assert torch.equal(a.x_hat, b.x_hat)

@@ -2,15 +2,22 @@
 
 Each face of `samples.SAMPLES` photos becomes one identity folder: its FFHQ-aligned crop (`0.png`) plus `views - 1`
 augmented views of it (`honestface.data.views`, no flips) standing in for other photos of the same person; every
-image has a landmark sidecar (the views' landmarks follow their jitter). Used by the quickstart and by tests; real training uses `scripts/prepare_data.py align`.
+image has a landmark sidecar (the views' landmarks follow their jitter). Used by the quickstart and by tests; real training uses `scripts/prepare_data.py align`. `build_sample_split` makes the
+quickstart's identity-disjoint train / held-out test sets (our choice of held-out people: one face of the t1 group
+photo and Tom Hanks, faces the recipe never trains on).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from honestface.io import atomic_write_text
 
 PHOTOS = ("astronaut", "grace_hopper", "group_t1")
 
@@ -46,3 +53,74 @@ def build_sample_identities(output: str | os.PathLike, size: int = 512, views: i
                                      "source": photo, "view_of": "0.png" if j else None})
             names.append(name)
     return names
+
+
+ALL_PHOTOS = (*PHOTOS, "tom_hanks_aligned")
+DEFAULT_TEST_IDENTITIES = ("group_t1_4", "tom_hanks_aligned_0")
+
+
+@dataclass
+class SampleSplit:
+    """Folders of `build_sample_split`: identity layout `<identity>/<view>.png` everywhere.
+
+    train: training identities (HQ views + sidecars); test_hq / test_lq: the held-out identities' views and their
+    fixed degraded copies (same relative paths); each test face's references are the other views of its person.
+    """
+
+    root: Path
+    train: Path
+    test_hq: Path
+    test_lq: Path
+    train_identities: list[str]
+    test_identities: list[str]
+
+    def references(self, face: str | os.PathLike) -> list[Path]:
+        """The other views of the person of test face `face` (a path or `<identity>/<view>.png`)."""
+        from honestface.io import list_images
+
+        rel = Path(face).relative_to(self.test_hq) if Path(face).is_absolute() else Path(face)
+        return [p for p in list_images(self.test_hq / rel.parent, recursive=False) if p.name != rel.name]
+
+
+def build_sample_split(output: str | os.PathLike, size: int = 64, train_views: int = 8, test_views: int = 4,
+                       test_identities: tuple[str, ...] = DEFAULT_TEST_IDENTITIES, preset: str = "daefr",
+                       seed: int = 0, detector: str = "mtcnn") -> SampleSplit:
+    """Identity-disjoint train / test faces from every bundled photo (astronaut, Grace Hopper, t1's six people,
+    Tom Hanks): `output/faces/<identity>/` (crop 0 + `train_views - 1` augmented views) for training identities,
+    `output/test/hq/<identity>/` (`test_views` views) and their degraded copies `output/test/lq/...` (preset
+    `preset`, seed `seed`; `honestface.data.prepare.make_testset`). Rerunning with the same arguments is cheap."""
+    from honestface.data.prepare import make_testset
+
+    out = Path(output)
+    views = max(train_views, test_views)
+    stamp = out / "split.json"
+    settings = {"size": size, "train_views": train_views, "test_views": test_views,
+                "test_identities": list(test_identities), "preset": preset, "seed": seed, "detector": detector}
+    if not (stamp.is_file() and json.loads(stamp.read_text()).get("settings") == settings):
+        if out.exists():
+            shutil.rmtree(out)
+        staging = out / "all"
+        names = build_sample_identities(staging, size=size, views=views, seed=seed, photos=ALL_PHOTOS,
+                                        detector=detector)
+        unknown = sorted(set(test_identities) - set(names))
+        if unknown:
+            raise ValueError(f"unknown test identity {unknown[0]!r}; the bundled identities are: {', '.join(names)}")
+        if len(set(names) - set(test_identities)) < 2:
+            raise ValueError("keep at least two bundled identities for training")
+        for name in names:
+            test = name in test_identities
+            keep = test_views if test else train_views
+            dest = out / ("test/hq" if test else "faces") / name
+            dest.mkdir(parents=True)
+            for j in range(keep):
+                for suffix in (".png", ".json"):
+                    os.replace(staging / name / f"{j}{suffix}", dest / f"{j}{suffix}")
+        shutil.rmtree(staging)
+        make_testset(out / "test/hq", out / "test/pairs", preset=preset, seed=seed, size=size)
+        os.replace(out / "test/pairs/lq", out / "test/lq")
+        shutil.rmtree(out / "test/pairs")
+        atomic_write_text(stamp, json.dumps({"settings": settings, "identities": names}, indent=1))
+    names = json.loads(stamp.read_text())["identities"]
+    return SampleSplit(root=out, train=out / "faces", test_hq=out / "test/hq", test_lq=out / "test/lq",
+                       train_identities=[n for n in names if n not in test_identities],
+                       test_identities=[n for n in names if n in test_identities])

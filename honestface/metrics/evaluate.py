@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,8 +92,12 @@ def find_references(refs: Path, key: str, exclude: Path | None = None) -> list[P
     return [p for p in list_images(refs / parent, recursive=False) if p.resolve() != skip]
 
 
-def parse_methods(restored: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Path]:
-    """Folders (or `name=folder` items) -> {method name: folder}; the name defaults to the folder's name."""
+def parse_methods(restored: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]
+                  ) -> dict[str, Path]:
+    """Folders (or `name=folder` items, or a {name: folder} mapping) -> {method name: folder}; the name defaults to
+    the folder's name."""
+    if isinstance(restored, Mapping):
+        restored = [f"{name}={folder}" for name, folder in restored.items()]
     items = [restored] if isinstance(restored, (str, os.PathLike)) else list(restored)
     if not items:
         raise ValueError("no restored folder given (--restored DIR [DIR ...] or eval.restored=...)")
@@ -275,8 +279,8 @@ class EvaluationResult:
         return summarise(self)
 
 
-def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike], gt: str | os.PathLike,
-                     refs: str | os.PathLike | None = None, lq: str | os.PathLike | None = None,
+def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
+                     gt: str | os.PathLike, refs: str | os.PathLike | None = None, lq: str | os.PathLike | None = None,
                      metrics: Sequence[str] | None = None, device: str = "cpu", batch_size: int = 8,
                      fid_ref: str | os.PathLike | None = None, weights: dict[str, str] | None = None,
                      landmarks: str = "dlib68", detector: str = "dlib", identity: str = "auto",
@@ -337,7 +341,9 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike], 
                 if refs_img is not None:
                     res: dict[str, Any] = {"failed": "no references"}
                     if refs_img[i]:  # without an LQ folder only ref_ids is asked for (lq_ref_ids needs the LQ)
-                        res = suite.identity.reference_honesty(out, out if lqs[i] is None else lqs[i], refs_img[i])
+                        aligned = gt_ids[i][0] if gt_ids is not None and suite.identity.same_face else None
+                        res = suite.identity.reference_honesty(out, out if lqs[i] is None else lqs[i], refs_img[i],
+                                                               face=aligned)
                         res = {"ref_ids": res.get("out_ref_ids"), "lq_ref_ids": res.get("in_ref_ids"),
                                "ref_gain": res.get("gain"), **({"failed": res["failed"]} if "failed" in res else {})}
                     _store(row, [c for c in REFERENCE_KEYS if c in suite.columns], res)

@@ -108,20 +108,31 @@ class IdentityMetrics:
         ids = float(cosine_similarity(e_out, e_gt))
         return {"ids": ids, "deg": float(identity_angle_degrees(e_out, e_gt))}
 
-    def reference_honesty(self, restored: np.ndarray, lq: np.ndarray, references: Sequence[np.ndarray]) -> dict:
+    def reference_honesty(self, restored: np.ndarray, lq: np.ndarray, references: Sequence[np.ndarray],
+                          face=None) -> dict:
         """{"out_ref_ids", "in_ref_ids", "gain", "num_refs"} or {"failed": reason} (module docstring).
 
-        References without a detectable face are skipped (their count is reported as "ref_failed").
+        face: the FaceDetection to use for the restored / LQ image (aligned pairs: the GT's, as for IDS) and for
+        references of the same size whose own detection fails (aligned crops share the template); default: detect.
+        References without a usable face are skipped (their count is reported as "ref_failed").
         """
         restored = as_rgb_uint8(restored)
-        face = self.detect(restored)
+        given = face
+        face = face if face is not None else self.detect(restored)
         if face is None:
             return {"failed": f"restored: no face detected by {self.detector.name}"}
         h, w = restored.shape[:2]
         lq = as_rgb_uint8(lq)
         if lq.shape[:2] != (h, w):
             lq = cv2.resize(lq, (w, h), interpolation=cv2.INTER_CUBIC)
-        refs = [self.embed(r) for r in references]
+
+        def ref_embedding(r: np.ndarray) -> np.ndarray | None:
+            e = self.embed(r)
+            if e is None and given is not None and np.shape(r)[:2] == (h, w):
+                e = self.embed(r, given)
+            return e
+
+        refs = [ref_embedding(r) for r in references]
         good = [e for e in refs if e is not None]
         if not good:
             return {"failed": f"no face detected in any of the {len(refs)} references"}

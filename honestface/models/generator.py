@@ -133,13 +133,16 @@ class OneStepGenerator(nn.Module):
         timestep: the fixed t (OSDFace: 399). prediction_type: "epsilon" | "v_prediction".
         encode_mode: "sample" (posterior sample, OSDFace) | "mode" (posterior mean, deterministic).
         lora_rank, lora_alpha, lora_target_modules, lora_dropout: the adapter (rank 0 = no adapter).
+        train_base: also train the UNet's base weights (ours, for the small-scale recipe: a randomly initialised UNet
+            has no prior worth protecting with a low-rank adapter). Off for the paper recipe.
     """
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL,
                  scheduler_config: dict[str, Any] | None = None, *,
                  timestep: int = 399, prediction_type: str = "epsilon", encode_mode: str = "sample",
                  lora_rank: int = 16, lora_alpha: float = 16.0,
-                 lora_target_modules: Sequence[str] = DEFAULT_LORA_TARGETS, lora_dropout: float = 0.0) -> None:
+                 lora_target_modules: Sequence[str] = DEFAULT_LORA_TARGETS, lora_dropout: float = 0.0,
+                 train_base: bool = False) -> None:
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
@@ -158,6 +161,9 @@ class OneStepGenerator(nn.Module):
         self.lora_target_modules: list[str] = list(lora_target_modules)
         if lora_rank > 0:
             self.add_lora(lora_rank, lora_alpha, lora_target_modules, lora_dropout)
+        self.train_base = bool(train_base)
+        if self.train_base:
+            self._unfreeze_base()
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
@@ -191,7 +197,8 @@ class OneStepGenerator(nn.Module):
         """The generator options (JSON-serialisable)."""
         return {"timestep": self.timestep, "prediction_type": self.prediction_type, "encode_mode": self.encode_mode,
                 "lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
-                "lora_target_modules": list(self.lora_target_modules), "lora_dropout": self.lora_dropout}
+                "lora_target_modules": list(self.lora_target_modules), "lora_dropout": self.lora_dropout,
+                "train_base": self.train_base}
 
     @property
     def scaling_factor(self) -> float:
@@ -266,6 +273,14 @@ class OneStepGenerator(nn.Module):
             raise ValueError(f"LoRA targets {target_modules!r} do not fit this UNet: {reason}") from None
         self.lora_rank, self.lora_alpha, self.lora_dropout = rank, float(config.lora_alpha), float(dropout)
         self.lora_target_modules = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+        if getattr(self, "train_base", False):
+            self._unfreeze_base()
+
+    def _unfreeze_base(self) -> None:
+        """train_base: every UNet weight trains (peft freezes the base when it adds an adapter)."""
+        for name, param in self.unet.named_parameters():
+            if ".lora_" not in name:
+                param.requires_grad_(True)
 
     def remove_lora(self) -> None:
         if self.has_lora:

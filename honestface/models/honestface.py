@@ -293,7 +293,9 @@ class HonestFace(nn.Module):
         for name, param in self.named_parameters():
             if name.startswith("discriminator."):
                 continue
-            if (".lora_" in name and name.startswith("generator.unet.")) or name.startswith("vre.projection.") \
+            in_unet = name.startswith("generator.unet.")
+            if (".lora_" in name and in_unet) or name.startswith("vre.projection.") \
+                    or (in_unet and self.generator.train_base and param.requires_grad) \
                     or (name.split(".", 1)[0] in TRAINABLE and param.requires_grad):
                 yield name, param
 
@@ -319,10 +321,11 @@ class HonestFace(nn.Module):
 
     def _frozen_state(self) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = {}
-        if "generator" not in self.sources:
+        if "generator" not in self.sources or self.generator.train_base:  # random or trained base UNet
             for k, v in self.generator.unet.state_dict().items():
                 if (c := canonical_unet_key(k)) is not None:
                     state[f"generator.unet.{c}"] = v
+        if "generator" not in self.sources:
             state.update({f"generator.vae.{k}": v for k, v in self.generator.vae.state_dict().items()})
         if "vre" not in self.sources:
             state.update({f"vre.{k}": v for k, v in self.vre.state_dict().items() if not k.startswith("projection.")})

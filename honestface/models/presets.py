@@ -73,7 +73,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 _PARTS = ("generator", "vre", "identity_backbone", "image_backbone")
 _GENERATOR_KEYS = ("lora_rank", "lora_alpha", "lora_target_modules", "lora_dropout", "timestep", "encode_mode",
-                   "prediction_type")
+                   "prediction_type", "train_base")
 
 
 def _plain(value: Any) -> Any:
@@ -138,7 +138,7 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
     discriminator: constructor overrides. vae_path / vre_path: a trained `AutoencoderKL` folder / a
     `VisualRepresentationEmbedder` folder (the `vae` and `vre` training stages export them) used, frozen, instead of
     random ones (the small-scale recipe). Remaining keywords are generator options (lora_rank, lora_alpha,
-    lora_target_modules, lora_dropout, timestep, encode_mode, prediction_type).
+    lora_target_modules, lora_dropout, timestep, encode_mode, prediction_type, train_base).
     """
     from honestface.models.honestface import HonestFace
     from honestface.weights import resolve_weight
@@ -256,6 +256,8 @@ def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: b
     if "generator" in sources:
         gen = OneStepGenerator.from_sd(path_of("generator"), weights_name=sources["generator"]["weights"],
                                        lora_rank=0, **options)
+        if options.get("train_base"):  # the trained base UNet replaces the external one
+            _load(gen.unet, _take(frozen, "generator.unet."), "the trained base UNet", folder)
     else:
         arch = cfg["generator_architecture"]
         gen = OneStepGenerator.from_configs(arch["unet_config"], arch["vae_config"], arch["scheduler_config"],
