@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/quickstart.py", description=__doc__.split("\n\n")[2])
     parser.add_argument("--output", default="outputs/quickstart", help="output folder (default: %(default)s)")
     parser.add_argument("--size", type=int, default=64, help="aligned face size in pixels (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=300, help="HonestFace training steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=400, help="HonestFace training steps (default: %(default)s)")
     parser.add_argument("--vae-steps", type=int, default=500, help="steps of the small VAE stage (default: %(default)s)")
     parser.add_argument("--vre-steps", type=int, default=240, help="steps of the VRE codebook stage (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)")

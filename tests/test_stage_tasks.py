@@ -147,7 +147,8 @@ def test_vre_schedule_and_default_split(vre_task, faces: Path, tmp_path: Path):
     assert (task.hq_steps, task.lq_steps, task.assoc_start, task.total_steps) == (50, 10, 50, 60)
     assert task.head == {k: VRE_PRESETS["tiny"][k] for k in ("num_tokens", "proj_hidden", "out_dim")}
     with pytest.warns(UserWarning, match="schedule"):  # a schedule that does not fit max_steps is pointed out
-        build_task("vre", make_cfg("vre", faces, tmp_path, "train.max_steps=100"))
+        build_task("vre", make_cfg("vre", faces, tmp_path, "train.max_steps=100", "train.stage_params.hq_steps=200",
+                                   "train.stage_params.lq_steps=40", "train.stage_params.assoc_steps=40"))
 
 
 def test_vre_lq_is_seeded_by_seed_index_step(vre_task):

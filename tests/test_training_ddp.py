@@ -42,7 +42,7 @@ def launch(args: list[str]) -> subprocess.CompletedProcess:
 
 def overrides(data: Path, out: Path, steps: int) -> list[str]:
     return [f"data.train_dir={data}", f"train.output_dir={out}", f"train.max_steps={steps}", "data.batch_size=2",
-            "loss.networks=random", "data.num_workers=0", "train.report_to=none"]
+            "loss.networks=random", "data.num_workers=0", "train.report_to=none", "train.disc_start_step=0"]
 
 
 def check_ok(run: subprocess.CompletedProcess) -> None:

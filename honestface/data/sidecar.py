@@ -61,7 +61,7 @@ def read_sidecar(image_path: str | os.PathLike) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: sidecar is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: sidecar must be a JSON object")
+        raise ValueError(f"{path}: sidecar must be a JSON object")  # noqa: TRY004  (bad file content)
     for key in ("landmarks", "points5", "matrix", "box"):
         if meta.get(key) is not None:
             meta[key] = np.asarray(meta[key], dtype=np.float64)

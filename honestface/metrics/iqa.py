@@ -125,7 +125,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.0) -> torch.T
     """(B, C, H, W) pair (values on the `data_range` scale) -> (B,) SSIM, mean over channels and valid pixels.
 
     The 11x11 Gaussian window (sigma 1.5) is applied as two 1-D passes over the five statistics at once."""
-    b, c = x.shape[:2]
+    c = x.shape[1]
     g = _gaussian_1d(device=x.device)
     if min(x.shape[-2:]) < g.numel():
         raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(x.shape[-2:])}")
