@@ -41,7 +41,7 @@ class QuickstartResult:
     split: Any  # SampleSplit
     stages: dict[str, Any]  # stage -> StageResult
     restored: Path
-    photo: dict[str, Path]  # "lq", "restored"
+    photo: dict[str, Any]  # "lq", "restored": paths; "faces": how many faces were restored
     evaluation: Any  # EvaluationResult
     summary: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
@@ -103,7 +103,7 @@ def _restore_test_faces(pipe: Any, split: Any, out: Path, seed: int) -> list[dic
     return rows
 
 
-def _restore_photo(pipe: Any, out: Path, seed: int) -> dict[str, Path]:
+def _restore_photo(pipe: Any, out: Path, seed: int) -> dict[str, Any]:
     from honestface.data.samples import load_sample
     from honestface.io import write_image
 
