@@ -56,6 +56,15 @@ def _free_gb() -> float:
     return info["MemAvailable"] / 2**20
 
 
+def _peak_memory(device: torch.device) -> dict:
+    """Peak memory of this process: CUDA max allocated on a GPU, else the peak RSS."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+                "peak_memory_kind": "cuda_max_allocated"}
+    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_memory_kind": "rss"}
+
+
 def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
     """Median seconds of `fn` over `repeats` runs after one warm-up, and its last result."""
     def sync() -> None:
@@ -126,13 +135,7 @@ def measure(scale: str, batch: int, device: torch.device, dtype: torch.dtype, re
             t, _ = _timed(lambda: pipe(images, references=refs_np, mode="aligned", batch_size=batch), device,
                           repeats)
             result["pipeline_seconds_per_face"] = round(t / batch, 5)
-    if device.type == "cuda":
-        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-        result["peak_memory_kind"] = "cuda_max_allocated"
-    else:
-        result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        result["peak_memory_kind"] = "rss"
-    return result
+    return result | _peak_memory(device)
 
 
 @torch.no_grad()
@@ -174,13 +177,7 @@ def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dt
               "build_seconds": round(build, 2), "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
               "model_seconds_per_face": round(sum(v for k, v in per_face.items() if k != "paste_back"), 5),
               "pipeline_seconds_per_face": round(t / batch, 5)}
-    if device.type == "cuda":
-        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-        result["peak_memory_kind"] = "cuda_max_allocated"
-    else:
-        result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        result["peak_memory_kind"] = "rss"
-    return result
+    return result | _peak_memory(device)
 
 
 def _takes_model(cls: type) -> bool:

@@ -540,6 +540,20 @@ def load_checkpoint(path: PathLike, map_location: str = "cpu"):
         raise fail(err) from err
 
 
+def read_checkpoint(checkpoint: object, what: str = "checkpoint") -> tuple[dict, str]:
+    """A checkpoint given as a path (read with `load_checkpoint`, weights-only) or as an already loaded dict ->
+    (that dict, a name for error messages: the path, else `what`). Anything else is a one-line TypeError."""
+    from collections.abc import Mapping
+
+    source = what
+    if isinstance(checkpoint, (str, os.PathLike)):
+        source = str(checkpoint)
+        checkpoint = load_checkpoint(checkpoint)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f"{source}: expected a dict, got {type(checkpoint).__name__}")
+    return checkpoint, source
+
+
 def load_state_dict(path: PathLike, *, unwrap: tuple[str, ...] = STATE_DICT_WRAPPERS,
                     strip_prefix: str | None = "module.", map_location: str = "cpu") -> dict:
     """Tensors of a checkpoint file as a flat {name: tensor} dict (see `load_checkpoint` for how it is read).

@@ -23,13 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 FACES = ("astronaut", "grace_hopper", "tom_hanks_aligned", "group_t1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core runner they cost 3x (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ STAGES = ("vspbfr_encoder", "vspbfr_diffuser", "vspbfr_restoration")
 PARTS = ("style_encoder", "stylegan", "code_diffuser", "restoration", "discriminator")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads on a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
 
 
 def make_cfg(stage: str, data: Path, out: Path, *overrides: str):

@@ -98,6 +98,21 @@ def _flatten_inputs(images: Any) -> list[Any]:
     return [images]
 
 
+def build_face_models(detector: Any, landmarker: Any, identity: Any, device: Any = None,
+                      detector_threshold: float = 0.9) -> tuple[Any, Any, Any]:
+    """(detector, landmarker, identity encoder): names are built on `device`, objects and None pass through."""
+    from honestface.face import build_detector, build_identity_encoder, build_landmarker
+
+    if isinstance(detector, str):
+        opts = {"threshold": detector_threshold} if detector == "mtcnn" else {}
+        detector = build_detector(detector, device=device, **opts)
+    if isinstance(landmarker, str):
+        landmarker = build_landmarker(landmarker, device=device)
+    if isinstance(identity, str):
+        identity = build_identity_encoder(identity, device=device)
+    return detector, landmarker, identity
+
+
 class HonestFacePipeline:
     """Restoration with a HonestFace model (`__call__`). Build with `from_pretrained(model_dir)` or from parts:
     model (HonestFace), detector / landmarker (photo mode), identity_encoder (reference matching and similarities;
@@ -122,19 +137,11 @@ class HonestFacePipeline:
         """Load a `HonestFace.save_pretrained` folder plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd",
         an object, or None), an optional landmarker and an identity encoder ("dlib", "arcface_onnx", "iresnet", an
         object, or None). `weights`: registry name -> path for the frozen parts and face models."""
-        from honestface.face import build_detector, build_identity_encoder, build_landmarker
         from honestface.models import HonestFace
 
-        weights = dict(weights or {})
-        model = HonestFace.from_pretrained(model_dir, weights=weights, with_discriminator=False)
-        if isinstance(detector, str):
-            opts = {"threshold": detector_threshold} if detector == "mtcnn" else {}
-            detector = build_detector(detector, device=device, **opts)
-        if isinstance(landmarker, str):
-            landmarker = build_landmarker(landmarker, device=device)
-        if isinstance(identity, str):
-            identity = build_identity_encoder(identity, device=device)
-        return cls(model, detector, landmarker, identity, **kw).to(device, dtype)
+        model = HonestFace.from_pretrained(model_dir, weights=dict(weights or {}), with_discriminator=False)
+        faces = build_face_models(detector, landmarker, identity, device, detector_threshold)
+        return cls(model, *faces, **kw).to(device, dtype)
 
     @property
     def device(self) -> torch.device:

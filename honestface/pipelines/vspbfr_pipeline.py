@@ -24,7 +24,13 @@ from typing import Any
 
 import torch
 
-from honestface.pipelines.honestface_pipeline import DTYPES, HonestFacePipeline, RestorationOutput, _Job
+from honestface.pipelines.honestface_pipeline import (
+    DTYPES,
+    HonestFacePipeline,
+    RestorationOutput,
+    _Job,
+    build_face_models,
+)
 
 __all__ = ["VSPBFRPipeline"]
 
@@ -54,18 +60,11 @@ class VSPBFRPipeline(HonestFacePipeline):
         """Load a `VSPBFR.save_pretrained` folder plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd", an
         object, or None) and an optional landmarker. `weights` (registry name -> path, for the face models) and
         `identity` are accepted for interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder."""
-        from honestface.face import build_detector, build_identity_encoder, build_landmarker
         from honestface.models.vspbfr.vspbfr import VSPBFR
 
         model = VSPBFR.from_pretrained(model_dir, with_discriminator=False)
-        if isinstance(detector, str):
-            opts = {"threshold": detector_threshold} if detector == "mtcnn" else {}
-            detector = build_detector(detector, device=device, **opts)
-        if isinstance(landmarker, str):
-            landmarker = build_landmarker(landmarker, device=device)
-        if isinstance(identity, str):
-            identity = build_identity_encoder(identity, device=device)
-        return cls(model, detector, landmarker, identity, **kw).to(device, dtype)
+        faces = build_face_models(detector, landmarker, identity, device, detector_threshold)
+        return cls(model, *faces, **kw).to(device, dtype)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -182,14 +182,9 @@ def load_official_code_diffuser(model: CodeDiffuser,
     "iter": ...}`; a bare state dict works too. Our parameter names are the official ones, so the only mapping is
     dropping a DistributedDataParallel `module.` prefix. Mismatches raise one ValueError line (not a dict: TypeError).
     """
-    from honestface.weights import check_state_dict, load_checkpoint
+    from honestface.weights import check_state_dict, read_checkpoint
 
-    source = "code diffuser checkpoint"
-    if isinstance(checkpoint, (str, os.PathLike)):
-        source = str(checkpoint)
-        checkpoint = load_checkpoint(checkpoint)
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f"{source}: expected a dict, got {type(checkpoint).__name__}")
+    checkpoint, source = read_checkpoint(checkpoint, "code diffuser checkpoint")
     state = checkpoint.get("att_mapper", checkpoint)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{source}: no 'att_mapper' state dict (top-level keys: {sorted(checkpoint)[:8]})")

@@ -267,12 +267,9 @@ def load_official_restoration_state_dict(model: RestorationNetwork,
                                          key: str = "g_ema", strict: bool = True) -> RestorationNetwork:
     """Load the released `restoration_net.pt` (a dict with 'g', 'd', 'g_ema'), a path to it, or a bare state dict
     into `model` (weights-only loading). `key` picks the sub-dict ('g_ema' is the evaluation model)."""
-    if isinstance(checkpoint, (str, os.PathLike)):
-        from honestface.weights import load_checkpoint
+    from honestface.weights import read_checkpoint
 
-        checkpoint = load_checkpoint(checkpoint)
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f"checkpoint must be a mapping, got {type(checkpoint).__name__}")
+    checkpoint, _ = read_checkpoint(checkpoint, "restoration checkpoint")
     if key in checkpoint:
         state = checkpoint[key]
     elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):

@@ -239,14 +239,9 @@ def load_e4e_state_dict(model: StyleEncoder,
     files, is kept from the model); `decoder.*` (StyleGAN2) is ignored here. With start_from_latent_avg the
     top-level `latent_avg` is required. Any mismatch raises one ValueError line (not a dict: TypeError).
     """
-    from honestface.weights import check_state_dict, load_checkpoint
+    from honestface.weights import check_state_dict, read_checkpoint
 
-    source = "e4e checkpoint"
-    if isinstance(checkpoint, (str, os.PathLike)):
-        source = str(checkpoint)
-        checkpoint = load_checkpoint(checkpoint)
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f"{source}: expected a dict, got {type(checkpoint).__name__}")
+    checkpoint, source = read_checkpoint(checkpoint, "e4e checkpoint")
     weights = checkpoint.get("state_dict", checkpoint)
     if not isinstance(weights, Mapping):
         raise TypeError(f"{source}: 'state_dict' is a {type(weights).__name__}, not a dict")

@@ -206,13 +206,9 @@ def select_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch
                       prefix: str = "") -> dict[str, torch.Tensor]:
     """The generator's tensors from a checkpoint path, a checkpoint dict (its `g_ema` entry) or a bare state dict,
     restricted to the keys under `prefix` (stripped). Paths load weights-only (`honestface.weights.load_checkpoint`)."""
-    obj = path_or_state_dict
-    if isinstance(obj, (str, os.PathLike)):
-        from honestface.weights import load_checkpoint
+    from honestface.weights import read_checkpoint
 
-        obj = load_checkpoint(obj)
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a StyleGAN2 state dict or a checkpoint dict, got {type(obj).__name__}")
+    obj, _ = read_checkpoint(path_or_state_dict, "StyleGAN2 checkpoint")
     if "g_ema" in obj and isinstance(obj["g_ema"], Mapping):
         obj = obj["g_ema"]
     if prefix:
