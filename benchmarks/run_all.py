@@ -88,8 +88,8 @@ SPECS: tuple[Benchmark, ...] = (
               description="seconds per training step (G + D phases) and peak memory"),
     Benchmark("infer", "infer.py",
               quick=("--batches", "1", "--repeats", "2", "--refs", "1", "--device", "{device}"),
-              full=("--sd21", "--batches", "1", "8", "--repeats", "3", "--device", "{device}"),
-              description="inference seconds per face per stage, batch 1 and 8"),
+              full=("--scale", "tiny", "sd21", "--batches", "1", "4", "--repeats", "3", "--device", "{device}"),
+              description="inference seconds per face per stage, batch 1 and 4, bf16 vs fp32 PSNR"),
     Benchmark("evaluate", "evaluate.py",
               quick=("num_images=4", "size=64", "batch_size=4", "iterations=1", "device={device}"),
               full=("num_images=16", "size=256", "batch_size=16", "iterations=2", "device={device}"),
@@ -100,12 +100,12 @@ SPECS: tuple[Benchmark, ...] = (
 SETUP_KEYS = frozenset({
     "batch", "batch_size", "iterations", "image_size", "size", "resolution", "references", "num_references",
     "num_images", "refs", "threads", "torch_threads", "cv2_threads", "cpu_count", "cpus", "warmup_steps",
-    "timed_steps", "lora_rank", "prompt_tokens", "load_average"})
+    "timed_steps", "lora_rank", "prompt_tokens", "load_average", "cores", "target"})
 _UNITS = [  # (pattern on the metric path, unit): first match wins
     (r"images_per_s$", "images/s"), (r"_per_s$", "1/s"), (r"seconds_per_face", "s/face"),
     (r"(seconds|_s|_s_median)$", "s"), (r"_gb$", "GB"), (r"_mb$", "MB"), (r"speedup$", "x"),
     (r"(trainable|frozen|total|params)$", "params")]
-_LABEL_KEYS = ("name", "scale", "preset", "batch")  # label list items by these instead of their index
+_LABEL_KEYS = ("name", "scale", "variant", "preset", "batch", "goal")  # label list items by these instead of their index
 
 
 # ----------------------------------------------------------------------------------------------- running

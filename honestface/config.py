@@ -71,6 +71,9 @@ class LossConfig:
     perceptual: float = 1.0
     perceptual_type: Literal["ea_dists", "dists", "lpips_vgg", "lpips_alex"] = "ea_dists"
     identity: float = 0.1
+    # recogniser of L_ID: auto = the model's identity backbone if it has one, else ArcFace (untrained with
+    # networks=random); arcface; dlib = the bundled pretrained dlib ResNet (real, offline)
+    identity_network: Literal["auto", "arcface", "dlib"] = "auto"
     mfa: float = 1.0
     mfa_references: bool = True  # also match texture statistics of the warped references
     adversarial: float = 0.02
@@ -130,6 +133,8 @@ class InferConfig:
     color_fix: Literal["auto", "none", "wavelet", "adain"] = "auto"  # auto: wavelet for photos, none for aligned
     overwrite: bool = False  # replace existing outputs (inputs are never overwritten)
     compile: bool = False
+    channels_last: bool = True  # HonestFace: convolution weights NHWC (faster VAE on CPU and GPU)
+    vae_slicing: Literal["auto", "on", "off"] = "auto"  # HonestFace: VAE one face at a time; auto = on a CPU
     # "auto": references found as honestface.data.references.InferenceFolderDataset says (one folder for all,
     # a folder per input, a JSON / CSV mapping); "pool": `references` is a folder of many people's faces, each
     # input face gets the pool faces of its identity (pipelines.ReferencePool, matched by `ref_threshold`)

@@ -4,6 +4,7 @@
     python scripts/infer.py --model runs/honestface/final --input lq/ --output restored/ --refs refs/
     python scripts/infer.py --model M --whole --input "photos/**/*.jpg" --output out/ --refs people/ --pool
     python scripts/infer.py --arch vspbfr --model runs/vspbfr/final --input lq/ --output restored/ --dtype bf16
+    python scripts/infer.py --model M --input lq/ --output out/ --device cuda --dtype fp16 -b 16 --compile
     accelerate launch --multi_gpu --num_processes 4 scripts/infer.py --model M --input lq/ --output out/
 
 Every flag is a shortcut for an `infer.*` (or `model.pretrained`) config key; any other key can be given as
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", "-b", type=int, metavar="N", help="faces per model call [infer.batch_size]")
     m.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:1, ... [infer.device]")
     m.add_argument("--dtype", choices=sorted(_DTYPE_ALIASES), help="compute precision [infer.precision]")
+    m.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU; slow first batch) "
+                   "[infer.compile=true]")
     m.add_argument("--seed", type=int, help="seed of the sampling (HonestFace: VAE posterior; VSPBFR: diffusion "
                    "start codes, random codes, noise) [infer.seed]")
     m.add_argument("--color-fix", choices=["auto", "none", "wavelet", "adain"], help="match the input's colours "
@@ -100,7 +103,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
              "infer.device": args.device, "infer.precision": _DTYPE_ALIASES.get(args.dtype) if args.dtype else None,
              "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix}
     out = [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
-    for flag, key, value in (("skip_existing", "infer.skip_existing", "true"), ("overwrite", "infer.overwrite", "true"),
+    for flag, key, value in (("skip_existing", "infer.skip_existing", "true"), ("compile", "infer.compile", "true"), ("overwrite", "infer.overwrite", "true"),
                              ("save_comparison", "infer.save_comparison", "true"),
                              ("allow_output_in_input", "infer.allow_output_in_input", "true"),
                              ("pool", "infer.reference_mode", "pool")):

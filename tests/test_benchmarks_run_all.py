@@ -241,3 +241,28 @@ def test_cli_list_only_and_exit_code(tmp_path, monkeypatch, capsys):
     res = json.loads(out.read_text())
     assert res["failed"] == ["fail"] and res["benchmarks"]["seq"]["status"] == "ok"
     assert "| fail | FAILED |" in out.with_suffix(".md").read_text()
+
+
+def test_infer_benchmark_checks_issue_9_targets_and_labels_variants():
+    """benchmarks/infer.py's `targets`: every SD 2.1-size figure against its goal, with the margin; run_all keeps
+    the two variants of one (scale, batch) apart."""
+    spec = importlib.util.spec_from_file_location("bench_infer", REPO / "benchmarks" / "infer.py")
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    results = [{"scale": "sd21", "variant": v, "batch": b, "peak_memory_mb": mb, "faces_per_second": fps,
+                "pipeline_seconds_per_face": 1 / fps}
+               for v, b, mb, fps in (("osdface", 1, 3500, 0.12), ("osdface", 4, 3900, 0.15),
+                                     ("honestface", 1, 5000, 0.10), ("honestface", 4, 5400, 0.10))]
+    rows = {r["goal"]: r for r in infer.check_targets(results, [{"scale": "sd21", "variant": "osdface",
+                                                                "dtype": "bf16", "psnr_vs_fp32_db": 36.9}])}
+    assert rows["osdface batch 1: peak RSS (GiB)"]["met"]
+    assert not rows["honestface batch 1: peak RSS (GiB)"]["met"]
+    assert rows["honestface batch 1: peak RSS (GiB)"]["margin"] == pytest.approx(5000 / 1024 - 4.5, abs=1e-3)
+    assert rows["osdface: batch 4 / batch 1 faces per second"]["value"] == pytest.approx(1.25)
+    assert rows["osdface: batch 4 / batch 1 faces per second"]["met"]
+    assert rows["osdface: seconds per face (batch 1)"]["met"]
+    assert rows["honestface (K references) / osdface time per face"]["value"] == pytest.approx(1.2)
+    assert not rows["osdface: bf16 vs fp32 PSNR (dB)"]["met"]
+    flat = run_all.flatten({"results": results})
+    assert "results[scale=sd21,variant=osdface,batch=1].peak_memory_mb" in flat
+    assert "results[scale=sd21,variant=honestface,batch=1].peak_memory_mb" in flat

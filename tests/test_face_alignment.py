@@ -254,3 +254,18 @@ def test_torch_alignment_batch_gradients_and_ffhq(faces):
         align_faces_torch(x, pts, matrices=torch.tensor(M))
     with pytest.raises(ValueError, match="border"):
         align_faces_torch(x, pts, border="wrap")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_torch_warp_in_half_precision_matches_float32(dtype):
+    """A bf16 / fp16 model (HonestFace's identity backbone in a bf16 pipeline) crops like float32, up to rounding;
+    CPU grid_sample in bf16 once gave values of 1e34 here."""
+    from honestface.face.alignment import align_faces_torch, template
+
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 512, 512) * 2 - 1
+    m = torch.as_tensor(template("ffhq", 512), dtype=torch.float64)[None].expand(2, 5, 2)
+    ref = align_faces_torch(images, m, template="arcface", size=112, border_value=-1.0)
+    half = align_faces_torch(images.to(dtype), m, template="arcface", size=112, border_value=-1.0)
+    assert half.dtype == dtype
+    assert (half.float() - ref).abs().max() < 0.02

@@ -336,3 +336,43 @@ def test_r1_penalty():
     assert AdversarialLoss().r1_penalty(logits, x)[0].item() == 0.0
     with pytest.raises(ValueError, match="requires_grad"):
         adv.r1_penalty(logits, torch.randn(3, 4, 8, 8))
+
+
+# ---------------------------------------------------------------------------------------- identity, real (dlib)
+
+
+@pytest.fixture(scope="module")
+def real_faces() -> dict[str, torch.Tensor]:
+    """FFHQ-aligned 128 px crops of three real faces: the astronaut, her mirror image, Grace Hopper; (1, 3, S, S)."""
+    from honestface.data.samples import astronaut, grace_hopper
+    from honestface.face import build_detector, extract_faces
+
+    detector = build_detector("dlib")
+
+    def crop(image) -> torch.Tensor:
+        face = extract_faces(image, detector, size=128, rule="largest")[0].crop  # (128, 128, 3) uint8
+        return torch.from_numpy(face.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    a = crop(astronaut())
+    return {"astronaut": a, "astronaut_flipped": a.flip(-1), "hopper": crop(grace_hopper())}
+
+
+def test_dlib_identity_loss_is_real(real_faces):
+    """The bundled pretrained dlib ResNet as L_ID: the same person is closer than another person, and optimising
+    a face toward a target's identity lowers the loss while the network stays frozen."""
+    loss = IdentityLoss.build("dlib")
+    assert loss.id_dim == 128 and loss.backbone.crop_size == 150
+    assert not any(p.requires_grad for p in loss.parameters())
+    same, _ = loss(real_faces["astronaut_flipped"], real_faces["astronaut"])
+    other, _ = loss(real_faces["hopper"], real_faces["astronaut"])
+    assert same.item() < 0.5 * other.item()
+    x_hat = real_faces["hopper"].clone().requires_grad_(True)
+    opt = torch.optim.Adam([x_hat], lr=0.01)
+    for _ in range(5):
+        value, _ = loss(x_hat, real_faces["astronaut"])
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    assert loss(x_hat.detach(), real_faces["astronaut"])[0].item() < 0.7 * other.item()
+    with pytest.raises(ValueError, match="unknown identity network 'vgg'"):
+        IdentityLoss.build("vgg")

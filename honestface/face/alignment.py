@@ -274,11 +274,16 @@ def warp_affine_torch(
         src = src + (_opencv_coords(inv, out_h, out_w, wide) - src).detach()
     size = torch.tensor([w, h], dtype=wide, device=device)
     norm = 2 * src / (size - 1) - 1 if align_corners else (2 * src + 1) / size - 1
-    norm = norm.to(dtype).reshape(b, out_h, out_w, 2)
-    x = images.to(dtype)
+    # Half-precision sampling: bf16 holds a normalised coordinate to ~1/256 (a pixel at 512), and CPU grid_sample in
+    # bf16 returned values of 1e34 on random input (measured, torch 2.14): sample in float32, return in `dtype`.
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    norm = norm.to(work).reshape(b, out_h, out_w, 2)
+    x = images.to(work)
     if border == "constant" and border_value != 0:  # zeros padding of (x - v), shifted back, pads with v
-        return F.grid_sample(x - border_value, norm, "bilinear", padding, align_corners) + border_value
-    return F.grid_sample(x, norm, mode="bilinear", padding_mode=padding, align_corners=align_corners)
+        out = F.grid_sample(x - border_value, norm, "bilinear", padding, align_corners) + border_value
+    else:
+        out = F.grid_sample(x, norm, mode="bilinear", padding_mode=padding, align_corners=align_corners)
+    return out.to(dtype)
 
 
 def align_faces_torch(

@@ -63,7 +63,7 @@ ARCFACE_ONNX_WEIGHTS = {"w600k_r50": "arcface_w600k_r50", "glintr100": "arcface_
 IRESNET_WEIGHTS = {"ir50": "arcface_torch_r50", "ir100": "arcface_torch_r100"}
 
 
-def _dlib_chip_points5(size: int = 150, padding: float = 0.25) -> np.ndarray:
+def dlib_chip_points5(size: int = 150, padding: float = 0.25) -> np.ndarray:
     """The five FaceDetection.points5 positions of dlib's mean face inside a `get_face_chip` crop: (5, 2)."""
     mean = np.stack([np.concatenate([np.zeros(17), _DLIB_MEAN_X]), np.concatenate([np.zeros(17), _DLIB_MEAN_Y])], -1)
     five = DLIB68.to_five(mean)  # (5, 2), from the full 68-point layout (points 0..16 unused)
@@ -179,7 +179,7 @@ class DlibIdentityEncoder(IdentityEncoder):
         self._dlib = dlib
         self.model = dlib.face_recognition_model_v1(str(rec_path))
         self.shape_predictor = dlib.shape_predictor(str(sp_path))
-        self._template5 = _dlib_chip_points5(self.crop_size, self.chip_padding)
+        self._template5 = dlib_chip_points5(self.crop_size, self.chip_padding)
 
     def _embed_crops(self, crops: np.ndarray) -> np.ndarray:
         descs = self.model.compute_face_descriptor([np.ascontiguousarray(c) for c in crops])

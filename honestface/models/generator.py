@@ -377,9 +377,12 @@ class OneStepGenerator(nn.Module):
         """Fold the LoRA into the UNet weights for inference (W += alpha/r * B A); `unmerge_lora` undoes it."""
         from peft.tuners.tuners_utils import BaseTunerLayer
 
+        from honestface.models.loading import release_free_memory
+
         for module in self.unet.modules():
             if isinstance(module, BaseTunerLayer) and not module.merged:
                 module.merge()
+        release_free_memory()  # each merge replaced a weight; give the freed copies back to the system
 
     def unmerge_lora(self) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer

@@ -373,12 +373,14 @@ class HonestFace(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, weights: dict[str, str] | None = None,
-                        with_discriminator: bool | None = None, **frozen_paths: str | os.PathLike) -> HonestFace:
+                        with_discriminator: bool | None = None, torch_dtype: torch.dtype | None = None,
+                        **frozen_paths: str | os.PathLike) -> HonestFace:
         """Load a folder written by `save_pretrained`. Frozen parts come from their recorded source; override
         the path of any with its registry name, e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or pass a
         `weights` dict (the config's `weights:` section; unrelated names are ignored).
-        `with_discriminator=False` skips the discriminator (inference)."""
+        `with_discriminator=False` skips the discriminator (inference). `torch_dtype` (e.g. torch.bfloat16): the
+        weights are cast while they are read, so the model never exists in float32 (half the peak memory)."""
         from honestface.models.presets import load_honestface
 
         return load_honestface(Path(directory), {**(weights or {}), **frozen_paths}, with_discriminator,
-                               strict_names=set(frozen_paths))
+                               strict_names=set(frozen_paths), torch_dtype=torch_dtype)

@@ -26,6 +26,13 @@ from honestface.models.facial_feature_extractor import FacialFeatureExtractor, I
 from honestface.models.fusion import FeatureFusion
 from honestface.models.generator import LORA_FILE, OneStepGenerator
 from honestface.models.ide import TINY_CLIP_VISION_CONFIG
+from honestface.models.loading import (
+    check_materialised,
+    empty_weights,
+    load_into,
+    read_safetensors,
+    release_free_memory,
+)
 from honestface.models.vre import VisualRepresentationEmbedder
 
 __all__ = ["CLIP_VIT_H14_VISION_CONFIG", "SD21_SCHEDULER_CONFIG", "SD21_UNET_CONFIG", "SD21_VAE_CONFIG",
@@ -95,9 +102,11 @@ def generator_architecture(generator: OneStepGenerator) -> dict[str, Any]:
 
 
 def identity_backbone_spec(backbone: IdentityBackbone) -> dict[str, Any]:
+    """The architecture of an iResNet identity backbone (to rebuild it when saved in the folder); any other
+    recogniser (e.g. dlib's) must come from its weights source, so only its border value is recorded."""
     net = backbone.net
     if not all(hasattr(net, a) for a in ("layers", "widths", "num_features")):
-        raise ValueError(f"cannot describe identity backbone {type(net).__name__}: give it a weights source")
+        return {"border_value": backbone.border_value}
     return {"layers": list(net.layers), "widths": list(net.widths), "num_features": int(net.num_features),
             "border_value": backbone.border_value}
 
@@ -220,20 +229,11 @@ def _take(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, folder: Path,
-          allow_missing: tuple[str, ...] = ()) -> None:
-    result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(allow_missing)]
-    if missing or result.unexpected_keys:
-        bad = (missing or result.unexpected_keys)[0]
-        raise ValueError(f"{folder}: saved weights of {what} do not match the model ({bad!r})")
-
-
 def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: bool | None = None,
-                    strict_names: set[str] | None = None):
-    """The body of `HonestFace.from_pretrained` (see there)."""
-    from safetensors.torch import load_file
-
+                    strict_names: set[str] | None = None, torch_dtype: torch.dtype | None = None):
+    """The body of `HonestFace.from_pretrained` (see there). Parts whose weights are all in the folder are built on
+    the meta device and adopt the tensors read from it, cast to `torch_dtype` while reading
+    (`honestface.models.loading`): no random initialisation and no second copy of the UNet at the peak."""
     from honestface.models.honestface import CONFIG_FILE, FROZEN_FILE, MODULES_FILE, TRAINABLE, HonestFace
 
     if not (folder / CONFIG_FILE).is_file():
@@ -250,26 +250,27 @@ def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: b
     def path_of(part: str) -> str | None:
         return weights.get(sources[part]["weights"], sources[part].get("path"))
 
-    frozen = load_file(str(folder / FROZEN_FILE)) if (folder / FROZEN_FILE).is_file() else {}
-    modules = load_file(str(folder / MODULES_FILE))
+    frozen = read_safetensors(folder / FROZEN_FILE, torch_dtype) if (folder / FROZEN_FILE).is_file() else {}
+    modules = read_safetensors(folder / MODULES_FILE, torch_dtype)
     options = {k: v for k, v in cfg["generator"].items() if not k.startswith("lora_")}
     if "generator" in sources:
         gen = OneStepGenerator.from_sd(path_of("generator"), weights_name=sources["generator"]["weights"],
-                                       lora_rank=0, **options)
+                                       lora_rank=0, torch_dtype=torch_dtype, **options)
         if options.get("train_base"):  # the trained base UNet replaces the external one
-            _load(gen.unet, _take(frozen, "generator.unet."), "the trained base UNet", folder)
+            load_into(gen.unet, _take(frozen, "generator.unet."), "the trained base UNet", folder, assign=True)
     else:
         arch = cfg["generator_architecture"]
-        gen = OneStepGenerator.from_configs(arch["unet_config"], arch["vae_config"], arch["scheduler_config"],
-                                            lora_rank=0, **options)
-        _load(gen.unet, _take(frozen, "generator.unet."), "the UNet", folder)
-        _load(gen.vae, _take(frozen, "generator.vae."), "the VAE", folder)
+        with empty_weights():
+            gen = OneStepGenerator.from_configs(arch["unet_config"], arch["vae_config"], arch["scheduler_config"],
+                                                lora_rank=0, **options)
+        load_into(gen.unet, _take(frozen, "generator.unet."), "the UNet", folder, assign=True)
+        load_into(gen.vae, _take(frozen, "generator.vae."), "the VAE", folder, assign=True)
     disc = None
     if cfg["discriminator"] is not None and with_discriminator is not False:
         d_cfg = {k: v for k, v in cfg["discriminator"].items() if k not in ("unet_config", "scheduler_config")}
         disc = LatentDiscriminator.from_unet(gen.unet, gen.scheduler_config, **d_cfg)
-        _load(disc, _take(modules, "discriminator."), "the discriminator", folder,
-              allow_missing=("backbone.",))
+        load_into(disc, _take(modules, "discriminator."), "the discriminator", folder,
+                  allow_missing=("backbone.",))
     g = cfg["generator"]
     if g["lora_rank"] > 0:
         gen.load_lora(folder / LORA_FILE, lora_alpha=g["lora_alpha"], lora_dropout=g["lora_dropout"])
@@ -278,7 +279,7 @@ def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: b
         vre = VisualRepresentationEmbedder.from_osdface(path_of("vre"), None, **cfg["vre"])
     else:
         vre = VisualRepresentationEmbedder(**cfg["vre"])
-        _load(vre, _take(frozen, "vre."), "the VRE", folder, allow_missing=("projection.",))
+        load_into(vre, _take(frozen, "vre."), "the VRE", folder, allow_missing=("projection.",))
     vre.load_projection_state_dict(_take(modules, "vre.projection."), source=str(folder / MODULES_FILE))
     parts: dict[str, Any] = {}
     if cfg["use_ide"]:
@@ -289,22 +290,31 @@ def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: b
         else:
             from honestface.face.iresnet import IResNet
 
-            net = IResNet(spec["layers"], num_features=spec["num_features"], widths=spec["widths"])
-            ident = IdentityBackbone(net, border_value=spec["border_value"])
-            _load(ident, _take(frozen, "identity_backbone."), "the identity backbone", folder)
+            if "layers" not in spec:
+                raise ValueError(f"{folder}: the identity backbone has no weights source and no iResNet architecture")
+            with empty_weights():
+                net = IResNet(spec["layers"], num_features=spec["num_features"], widths=spec["widths"])
+                ident = IdentityBackbone(net, border_value=spec["border_value"])
+            load_into(ident, _take(frozen, "identity_backbone."), "the identity backbone", folder, assign=True)
         spec = cfg["image_backbone"]
         kw = {"layer": spec["layer"], "mean": spec["mean"], "std": spec["std"]}
         if "image_backbone" in sources:
             image = ImageTokenBackbone.from_weights(path_of("image_backbone"), sources["image_backbone"]["weights"],
                                                     **kw)
         else:
-            image = ImageTokenBackbone.from_config(spec["config"], **kw)
-            _load(image, _take(frozen, "image_backbone."), "the image backbone", folder)
+            with empty_weights():
+                image = ImageTokenBackbone.from_config(spec["config"], **kw)
+            load_into(image, _take(frozen, "image_backbone."), "the image backbone", folder, assign=True)
         classes = {"face_identity_encoder": FaceIdentityEncoder, "facial_feature_extractor": FacialFeatureExtractor,
                    "fusion": FeatureFusion}
         for part in TRAINABLE:
             parts[part] = classes[part](**cfg[part])
-            _load(parts[part], _take(modules, f"{part}."), part, folder)
+            load_into(parts[part], _take(modules, f"{part}."), part, folder)
         parts.update(identity_backbone=ident, image_backbone=image)
     model = HonestFace(gen, vre, discriminator=disc, sources=sources, **parts)
+    check_materialised(model, str(folder))
+    if torch_dtype is not None:
+        model.to(dtype=torch_dtype)  # the parts loaded from their sources, the LoRA, buffers
+    del frozen, modules
+    release_free_memory()
     return model.eval()

@@ -183,9 +183,14 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
     vspbfr = model_architecture(cfg) == "vspbfr"
     cls = VSPBFRPipeline if vspbfr else HonestFacePipeline
     pipe = cls.from_pretrained(cfg.model.pretrained, weights=weights or None, detector=detector,
-                               identity=None if vspbfr else cfg.face.identity, device=device)
-    pipe.to(device, getattr(torch, _DTYPES[cfg.infer.precision]))
+                               identity=None if vspbfr else cfg.face.identity, device=device,
+                               dtype=getattr(torch, _DTYPES[cfg.infer.precision]))
     pipe.merge_lora()
+    if not vspbfr:
+        if cfg.infer.channels_last:
+            pipe.enable_channels_last()
+        if cfg.infer.vae_slicing == "on" or (cfg.infer.vae_slicing == "auto" and pipe.device.type == "cpu"):
+            pipe.enable_vae_slicing()
     if cfg.infer.compile and vspbfr:
         warnings.warn("infer.compile is not supported for VSPBFR models (per-sample noise hooks); running eagerly",
                       stacklevel=2)

@@ -67,6 +67,22 @@ def check_weights(params: dict[str, Any], names: list[str]) -> None:
             raise ValueError(f"train.stage_params.{name} must be >= 0, got {params[name]}")
 
 
+def build_identity(cfg: DictConfig, weight: float, model_backbone: nn.Module | None = None) -> nn.Module | None:
+    """The identity loss of `loss.identity_network` (None when weight is 0): "auto" -> `model_backbone` when given,
+    else ArcFace (an untrained tiny iResNet with `loss.networks=random`); "arcface"; "dlib" (bundled, pretrained)."""
+    if weight == 0:
+        return None
+    from honestface.losses import IdentityLoss
+
+    network = cfg.loss.identity_network
+    if network == "auto":
+        network = "model" if model_backbone is not None else "arcface"
+    if network == "arcface" and cfg.loss.networks == "random":
+        network = "random"
+    path = cfg.weights.get("arcface_torch_r50") if network == "arcface" else None
+    return IdentityLoss.build(network, path, backbone=model_backbone)
+
+
 def build_perceptual(cfg: DictConfig, weight: float) -> nn.Module | None:
     """L_Per of kind `loss.perceptual_type` (None when weight is 0); `loss.networks=random` -> untrained networks,
     else the registry weights (paths from the `weights:` section win)."""

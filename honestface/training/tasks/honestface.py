@@ -21,6 +21,7 @@ from torch import nn
 
 from honestface.config import config_to_dict
 from honestface.training.task import TrainingTask
+from honestface.training.tasks.autoencoder import build_identity
 
 
 def step_seed(seed: int, step: int, salt: int) -> int:
@@ -39,7 +40,6 @@ class HonestFaceTrainingModule(nn.Module):
         super().__init__()
         from honestface.losses import (
             AdversarialLoss,
-            IdentityLoss,
             MaskedFaceAlignmentLoss,
             PerceptualLoss,
             ReconstructionLoss,
@@ -54,17 +54,7 @@ class HonestFaceTrainingModule(nn.Module):
             backbone = "alexnet_imagenet" if lw.perceptual_type.endswith("alex") else "vgg16_imagenet"
             self.perceptual = PerceptualLoss(kind=lw.perceptual_type, weights=weights.get(backbone),
                                              dists_weights=weights.get("dists_pyiqa"), random_init=random)
-        self.identity = None
-        if self.lw["identity"] > 0:
-            backbone = getattr(model, "identity_backbone", None)
-            if backbone is not None:
-                self.identity = IdentityLoss(backbone)
-            elif random:
-                from honestface.models.face_identity_encoder import IdentityBackbone
-
-                self.identity = IdentityLoss(IdentityBackbone.tiny())
-            else:
-                self.identity = IdentityLoss.from_weights("arcface_torch_r50", weights.get("arcface_torch_r50"))
+        self.identity = build_identity(cfg, self.lw["identity"], getattr(model, "identity_backbone", None))
         self.mfa = None
         if self.lw["mfa"] > 0:
             self.mfa = MaskedFaceAlignmentLoss(

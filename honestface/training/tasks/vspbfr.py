@@ -45,7 +45,14 @@ from torch.utils.data import Dataset
 
 from honestface.config import config_to_dict
 from honestface.training.task import TrainingTask
-from honestface.training.tasks.autoencoder import build_perceptual, check_weights, face_dataset, stage_params, unwrap
+from honestface.training.tasks.autoencoder import (
+    build_identity,
+    build_perceptual,
+    check_weights,
+    face_dataset,
+    stage_params,
+    unwrap,
+)
 from honestface.training.tasks.honestface import step_seed
 
 DIFFUSER_DEFAULTS: dict[str, Any] = {"l1_weight": 1.0, "lpips_weight": 0.1, "id_weight": 0.1, "x_start": "lq_code",
@@ -96,19 +103,6 @@ def check_int(params: dict[str, Any], name: str, minimum: int, optional: bool = 
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"train.stage_params.{name} must be an int >= {minimum}, got {value!r}")
-
-
-def build_identity(cfg: DictConfig, weight: float) -> nn.Module | None:
-    """Our ArcFace identity loss (None when weight is 0); `loss.networks=random` -> an untrained tiny iResNet."""
-    if weight == 0:
-        return None
-    from honestface.losses import IdentityLoss
-
-    if cfg.loss.networks == "random":
-        from honestface.models.face_identity_encoder import IdentityBackbone
-
-        return IdentityLoss(IdentityBackbone.tiny())
-    return IdentityLoss.from_weights("arcface_torch_r50", cfg.weights.get("arcface_torch_r50"))
 
 
 def build_model(cfg: DictConfig, trained: tuple[str, ...], with_discriminator: bool = False):

@@ -1,0 +1,74 @@
+"""Memory-lean loading (honestface.models.loading): chunked safetensors reads, meta-device builds, direct dtype."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from honestface.models import HonestFace
+from honestface.models.loading import check_materialised, empty_weights, load_into, read_safetensors
+
+
+def test_read_safetensors_chunks_and_casts(tmp_path):
+    state = {f"w{i}": torch.randn(16, 32) for i in range(5)} | {"idx": torch.arange(7)}
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    whole = read_safetensors(path)
+    tiny_chunks = read_safetensors(path, torch.bfloat16, chunk_bytes=1)  # re-opened for every tensor
+    assert whole.keys() == state.keys() and all(torch.equal(whole[k], state[k]) for k in state)
+    assert tiny_chunks["w3"].dtype == torch.bfloat16 and torch.equal(tiny_chunks["w3"], state["w3"].bfloat16())
+    assert tiny_chunks["idx"].dtype == torch.int64  # integer tensors keep their dtype
+    assert list(read_safetensors(path, prefix="w1")) == ["w1"]
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        read_safetensors(tmp_path / "nope.safetensors")
+
+
+def test_meta_build_needs_every_weight():
+    with empty_weights():
+        net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    assert all(p.is_meta for p in net.parameters())
+    load_into(net, {"0.weight": torch.ones(4, 3), "0.bias": torch.zeros(4)}, "the net", "file.safetensors",
+              allow_missing=("1.",), assign=True)
+    assert torch.equal(net[0].weight, torch.ones(4, 3))
+    with pytest.raises(ValueError, match=r"the net: '1.weight' was not loaded"):
+        check_materialised(net, "the net")
+    with pytest.raises(ValueError, match=r"file.safetensors: saved weights of the net do not match .*'1.weight'"):
+        load_into(net, {"0.weight": torch.ones(4, 3), "0.bias": torch.zeros(4)}, "the net", "file.safetensors")
+
+
+def test_from_pretrained_in_bf16_equals_loading_then_casting(tmp_path):
+    model = HonestFace.from_preset("tiny", pretrained=False, with_discriminator=False, lora_rank=4,
+                                   encode_mode="mode")  # deterministic z_L
+    with torch.no_grad():  # a non-zero LoRA so that the saved adapter matters
+        for name, p in model.generator.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.save_pretrained(tmp_path / "m")
+    cast = HonestFace.from_pretrained(tmp_path / "m", with_discriminator=False).to(dtype=torch.bfloat16)
+    direct = HonestFace.from_pretrained(tmp_path / "m", with_discriminator=False, torch_dtype=torch.bfloat16)
+    a, b = cast.state_dict(), direct.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    assert all(p.dtype == torch.bfloat16 for p in direct.parameters())
+    lq = torch.rand(1, 3, 64, 64) * 2 - 1
+    refs = torch.rand(1, 2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        ref_out = model(lq, refs).x_hat
+        out = direct(lq.bfloat16(), refs.bfloat16()).x_hat
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    assert (out.float() - ref_out).abs().mean() < 0.05  # bf16 rounding only
+
+
+def test_tiny_model_with_the_bundled_dlib_identity_backbone_round_trips(tmp_path):
+    """The small-scale recipe's IDE sees real identity embeddings: the pretrained dlib recogniser as the frozen
+    identity backbone, recorded as a source (not copied into the folder) and re-read on load."""
+    model = HonestFace.from_preset("tiny", pretrained=["identity_backbone"], identity_weights="dlib_resnet",
+                                   with_discriminator=False, encode_mode="mode")
+    assert model.identity_backbone.id_dim == 128 and model.face_identity_encoder.config.id_dim == 128
+    model.save_pretrained(tmp_path / "m")
+    loaded = HonestFace.from_pretrained(tmp_path / "m", with_discriminator=False)
+    assert not any(k.startswith("identity_backbone.") for k in read_safetensors(tmp_path / "m" / "frozen.safetensors"))
+    lq, refs = torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(model(lq, refs).x_hat, loaded(lq, refs).x_hat, atol=1e-5)
