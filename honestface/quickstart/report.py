@@ -25,10 +25,13 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1
        "th:first-child,td:first-child{text-align:left}.win{font-weight:bold;color:#0a6}"
        "img{image-rendering:pixelated;margin:4px 0}.note{color:#555;font-size:0.9em}")
 HONEST_NOTES = ("Honest notes: the references are augmented views (crop, scale, rotation, colour jitter) of one photo of "
-                "each person, not other photos; the perceptual / MFA / identity training losses use randomly "
-                "initialised backbones (no pretrained weights offline), the frozen VAE and VRE are the recipe's own "
-                "short earlier stages, and the metrics use the bundled dlib landmarks and 128-D identity embedding. "
-                "The numbers show the library working end to end, not the paper's quality.")
+                "each person, not other photos; the perceptual / MFA training losses use randomly initialised "
+                "backbones (no pretrained weights offline); the identity embedder and the identity loss use the "
+                "bundled pretrained dlib recogniser, the same network as the identity metric, so the identity gain "
+                "is partly by construction (it is still measured on people never trained on); the frozen VAE and "
+                "VRE are the recipe's own short earlier stages, and the metrics use the bundled dlib landmarks and "
+                "128-D identity embedding. The numbers show the library working end to end, not the paper's "
+                "quality.")
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lmd": "LMD (px)", "ald": "ALD", "ald_e": "ALD-e", "ald_m": "ALD-m",
           "ids": "identity cosine to GT (dlib)", "ref_ids": "identity cosine to references (dlib)"}
 
