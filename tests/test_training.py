@@ -154,3 +154,15 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(sample_identities, tmp_path
 def test_bad_resume_path_is_a_clear_error(sample_identities, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         trainer(tiny_cfg(sample_identities, tmp_path / "run", f"train.resume={tmp_path}", "train.report_to=none"))
+
+
+def test_starting_epochs_leaves_the_global_rng_alone(sample_identities, tmp_path):
+    """Starting an epoch, or a resumed epoch that skips batches, must not draw from torch's global RNG: a resumed
+    run restores it from the checkpoint, and a task with dropout would diverge if creating the iterator moved it."""
+    cfg = tiny_cfg(sample_identities, tmp_path / "run", "train.max_steps=1", "train.report_to=none")
+    t = trainer(cfg)
+    for skip in (0, 1):
+        t.epoch, t.batch_in_epoch = 0, skip
+        before = torch.get_rng_state()
+        next(t._batches())
+        assert torch.equal(torch.get_rng_state(), before), f"skip={skip}"

@@ -104,9 +104,12 @@ class Trainer:
         }
         dataset = self.task.train_dataset()
         self.sampler = EpochSampler(len(dataset), cfg.train.seed)
+        # The loader's own generator: starting an epoch (or a resumed, skipping one) draws the workers' base seed
+        # from it instead of from torch's global RNG, so a resumed run's global RNG (dropout, ...) stays the same
+        # as the uninterrupted run's.
         loader = DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=self.sampler, drop_last=True,
                             num_workers=cfg.data.num_workers, collate_fn=self.task.collate(),
-                            persistent_workers=False)
+                            persistent_workers=False, generator=torch.Generator().manual_seed(cfg.train.seed))
         if len(loader) == 0:
             raise ValueError(f"data.batch_size={cfg.data.batch_size} is larger than the training set "
                              f"({len(dataset)} samples); lower it or add data")

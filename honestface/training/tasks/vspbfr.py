@@ -85,8 +85,9 @@ def generator_for(batch: dict[str, Any], salt: int, device: torch.device) -> tor
 
 @contextlib.contextmanager
 def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Draws from the global RNG inside (dropout) seeded by `seed`; the outer RNG state is restored after. Keeps a
-    resumed run exact: the global stream itself shifts on resume (a new DataLoader iterator draws from it)."""
+    """Draws from the global RNG inside (dropout) seeded by `seed`; the outer RNG state is restored after. Makes the
+    dropout of a step a function of that step's seed alone, whatever else used the global stream before it (the
+    trainer's loader has its own generator, so starting or resuming an epoch does not move the global stream)."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
