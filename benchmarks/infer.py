@@ -206,12 +206,6 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             } | _peak_memory(device)
 
 
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images; inf when identical."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 @torch.no_grad()
 def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
     from honestface.face import paste_back
@@ -351,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                     skipped.append(f"{scale} {variant} precision comparison failed: {bad[0]}")
                 else:
                     precision.append({"scale": scale, "variant": variant, "dtype": args.dtype, "psnr_vs_fp32_db":
-                                      round(psnr_uint8(np.load(npy[args.dtype]), np.load(npy["fp32"])), 2)})
+                                      round(_psnr(np.load(npy[args.dtype]), np.load(npy["fp32"])), 2)})
     report = {"machine": _machine(), "results": results, "precision": precision, "skipped": skipped}
     if device.type == "cpu" and "sd21" in scales:
         report["targets"] = check_targets(results, precision)
@@ -394,6 +388,16 @@ def check_targets(results: list[dict], precision: list[dict]) -> list[dict]:
             add(f"{p['variant']}: {p['dtype']} vs fp32 PSNR (dB)", p["psnr_vs_fp32_db"], TARGETS["psnr_vs_fp32_db"],
                 False)
     return out
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 (H, W, 3) images, with the library's metric."""
+    from honestface.metrics.iqa import psnr
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).permute(2, 0, 1)[None]  # (1, 3, H, W)
+
+    return float(psnr(t(a), t(b), data_range=255.0)[0])
 
 
 def _machine() -> dict:

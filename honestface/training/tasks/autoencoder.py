@@ -181,7 +181,26 @@ class AutoencoderModule(nn.Module):
         return loss, logs, {}
 
 
-class AutoencoderTask(TrainingTask):
+class FaceFolderData:
+    """The data methods of a task trained on one folder of HQ faces (`self._train`, built with `face_dataset`):
+    shared by the VAE, VRE and VSPBFR stage tasks."""
+
+    cfg: DictConfig
+    _train: Dataset
+
+    def train_dataset(self) -> Dataset:
+        return self._train
+
+    def val_dataset(self) -> Dataset | None:
+        return face_dataset(self.cfg, "val")
+
+    def collate(self) -> Callable[[list[dict]], dict]:
+        from honestface.data.datasets import collate_faces
+
+        return collate_faces
+
+
+class AutoencoderTask(FaceFolderData, TrainingTask):
     """Train a small AutoencoderKL on HQ faces; export a diffusers VAE folder with a measured scaling factor."""
 
     name = "vae"
@@ -208,17 +227,6 @@ class AutoencoderTask(TrainingTask):
 
     def phases(self, step: int) -> list[str]:
         return [VAE_PHASE]
-
-    def train_dataset(self) -> Dataset:
-        return self._train
-
-    def val_dataset(self) -> Dataset | None:
-        return face_dataset(self.cfg, "val")
-
-    def collate(self) -> Callable[[list[dict]], dict]:
-        from honestface.data.datasets import collate_faces
-
-        return collate_faces
 
     def prepare_batch(self, batch: dict[str, Any], step: int) -> dict[str, Any]:
         return to_model_range(batch, ("hq",))  # adds hq_in (B, 3, H, W) in [-1, 1]

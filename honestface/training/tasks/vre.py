@@ -39,7 +39,6 @@ l1_weight (1.0), perceptual_weight (1.0), codebook_weight (1.0).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import Dataset
 
 from honestface.config import config_to_dict
 from honestface.models.vq_association import ARCH_KEYS, DualVQAutoencoder, association_loss
 from honestface.models.vre import VRE_PRESETS
 from honestface.training.task import TrainingTask
 from honestface.training.tasks.autoencoder import (
+    FaceFolderData,
     build_perceptual,
     check_weights,
     face_dataset,
@@ -108,7 +107,7 @@ class VRETrainingModule(nn.Module):
         return loss, logs, {}
 
 
-class VRETask(TrainingTask):
+class VRETask(FaceFolderData, TrainingTask):
     """Dual VQ autoencoders on (HQ, degraded LQ) faces, association phase last; exports a frozen VRE."""
 
     name = "vre"
@@ -171,17 +170,6 @@ class VRETask(TrainingTask):
         if self.association(step):
             return list(PHASES)
         return [name for name, n in (("hq", self.hq_steps), ("lq", self.lq_steps)) if step < n]
-
-    def train_dataset(self) -> Dataset:
-        return self._train
-
-    def val_dataset(self) -> Dataset | None:
-        return face_dataset(self.cfg, "val")
-
-    def collate(self) -> Callable[[list[dict]], dict]:
-        from honestface.data.datasets import collate_faces
-
-        return collate_faces
 
     def degrade(self, hq: torch.Tensor, index: torch.Tensor | list[int], step: int) -> tuple[torch.Tensor,
                                                                                            torch.Tensor]:

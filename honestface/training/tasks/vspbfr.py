@@ -33,7 +33,7 @@ lpips_weight (0.1), id_weight (0.1), x_start ("lq_code" | "hq_code"), kd_tempera
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,11 +41,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import Dataset
 
 from honestface.config import config_to_dict
 from honestface.training.task import TrainingTask
 from honestface.training.tasks.autoencoder import (
+    FaceFolderData,
     build_identity,
     build_perceptual,
     check_weights,
@@ -148,7 +148,7 @@ def degrade(degradation: Any, hq: torch.Tensor, index: Any, seed: int, step: int
     return hq, out.lq.clamp(0.0, 1.0)
 
 
-class VSPBFRStageTask(TrainingTask):
+class VSPBFRStageTask(FaceFolderData, TrainingTask):
     """What the three stages share: config checks, the model, data, degradation, seeding and the export."""
 
     name = "vspbfr"
@@ -181,17 +181,6 @@ class VSPBFRStageTask(TrainingTask):
     @property
     def module(self) -> nn.Module:
         return self._module
-
-    def train_dataset(self) -> Dataset:
-        return self._train
-
-    def val_dataset(self) -> Dataset | None:
-        return face_dataset(self.cfg, "val")
-
-    def collate(self) -> Callable[[list[dict]], dict]:
-        from honestface.data.datasets import collate_faces
-
-        return collate_faces
 
     def prepare_batch(self, batch: dict[str, Any], step: int) -> dict[str, Any]:
         """Flip, degrade on the device, map to [-1, 1]; `seed` of the step's other draws."""
