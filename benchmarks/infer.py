@@ -159,7 +159,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     load_s = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    size = int(model.vae.config.sample_size)
+    size = pipe.resolution  # the model's native face size (never the VAE's sample_size)
     faces, ref_faces = _faces(size, batch, refs)
     references = [ref_faces] * batch if model.use_ide else None
     if output is not None:

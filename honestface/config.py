@@ -146,6 +146,7 @@ class InferConfig:
     save_comparison: bool = False  # also write <stem>_comparison.png (input | restored)
     min_input_size: int = 16  # aligned mode: inputs whose shorter side is smaller (pixels) fail as "too small"
     upscale: int = 1  # photo mode: output scale of the whole photo
+    resolution: int | None = None  # face size the model runs at; None: the model's native one (OSDFace 512)
     allow_output_in_input: bool = False  # permit an output folder inside the input folder
 
 
@@ -161,9 +162,13 @@ class EvalConfig:
     device: str = "auto"
     batch_size: int = 8
     fid_ref: str | None = None  # a folder or a saved statistics file; default: the ground-truth folder
-    landmarks: str = "dlib68"  # landmarker of LMD / ALD
+    landmarks: str = "dlib68"  # landmarker of lmd_<landmarker> / ALD (our metrics)
     detector: str = "dlib"  # face detector of the landmark metrics
-    identity: str = "auto"  # identity backend of IDS / Deg. / reference honesty
+    identity: str = "auto"  # identity network of ids_<network> / idangle_<network> / reference honesty
+    # a published table's columns and settings (honestface.metrics.protocols): osdface, vqfr, pmrf, ntire2026, ...
+    protocol: Literal["osdface", "vqfr", "pmrf", "ntire2026", "honestface"] | None = None
+    test_set: str | None = None  # label of the test set, recorded with the numbers (e.g. celeba-test-daefr)
+    crop_border: int | None = None  # pixels dropped on each side by psnr_y / ssim_y (BasicSR); None: 0 or the protocol's
     thumbnail: int = 160  # size (pixels) of the report's thumbnails
 
 
@@ -287,6 +292,9 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"bad value for 'data.reference_dropout': must be in [0, 1], got {cfg.data.reference_dropout}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"bad value for 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.infer.resolution is not None and (cfg.infer.resolution < 8 or cfg.infer.resolution % 8):
+        raise ConfigError(f"bad value for 'infer.resolution': must be a positive multiple of 8, got "
+                          f"{cfg.infer.resolution}")
     if cfg.data.resolution % 8:
         raise ConfigError(f"bad value for 'data.resolution': must be a multiple of 8 (VAE), got {cfg.data.resolution}")
     for key, value in cfg.loss.items():

@@ -36,9 +36,9 @@ from pathlib import Path
 from honestface.weights_table import ENTRIES, WeightEntry, WeightFile
 
 __all__ = [
-    "CheckResult", "ChecksumError", "MissingWeightError", "WeightEntry", "WeightFile", "WeightsError", "check_weight",
-    "fetch_weight", "file_sha256", "get_entry", "list_entries", "register_weight", "resolve_weight",
-    "unregister_weight", "verify_weight", "weight_status", "weights_home",
+    "CheckResult", "CheckpointNamespace", "ChecksumError", "MissingWeightError", "WeightEntry", "WeightFile",
+    "WeightsError", "check_weight", "fetch_weight", "file_sha256", "get_entry", "list_entries", "register_weight",
+    "resolve_weight", "unregister_weight", "verify_weight", "weight_status", "weights_home",
 ]
 
 ENV_HOME = "HONESTFACE_HOME"
@@ -475,12 +475,28 @@ def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | Non
 
 STATE_DICT_WRAPPERS = ("state_dict", "params_ema", "params", "model")
 
+# Classes that training scripts pickle next to their tensors as plain data, read as inert holders (never imported):
+# argparse.Namespace (the `args` of VSPBFR's training scripts), Lightning callbacks / hyper-parameter dicts and the
+# OmegaConf containers and typing names inside them (old Lightning checkpoints such as OSDFace's associate_2.ckpt).
+# Any other global (os.system, builtins.eval, subprocess.*, a model class, ...) makes the file refused.
+NAMESPACE_GLOBALS = ("argparse.Namespace",)
+INERT_GLOBAL_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "typing.")
+DICT_GLOBAL_SUFFIXES = (".AttributeDict",)  # Lightning's hyper-parameter dict subclass: read as a plain dict
+
+
+class _PlainDict:
+    """Stand-in for a pickled dict subclass (Lightning's `AttributeDict`): unpickling builds a plain dict, whose
+    items the weights-only loader can fill (it fills no other dict type)."""
+
+    def __new__(cls, *args, **kwargs):
+        return {}
+
 
 class _Inert(dict):
-    """Stand-in for a non-tensor class pickled into a checkpoint (Lightning callbacks, hyper-parameters).
+    """Stand-in for a metadata class pickled into a checkpoint (Lightning callbacks, hyper-parameters).
 
-    Built instead of the real class when a weights-only load meets an unknown global: it stores what it is given
-    and never runs any code from the file.
+    Built instead of the real class for the allowed globals above: it stores what it is given and never runs any
+    code from the file.
     """
 
     __hash__ = object.__hash__
@@ -501,12 +517,53 @@ class _Inert(dict):
         self.setdefault("_items", []).extend(items)
 
 
+class CheckpointNamespace(dict):
+    """What a pickled `argparse.Namespace` (e.g. `args` in VSPBFR's checkpoints) reads back as: a dict of its
+    attributes, also readable as attributes (`ns.size`). Built from the pickled state only; no code runs."""
+
+    def __new__(cls, *args, **kwargs):
+        return dict.__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(**{k: v for k, v in kwargs.items() if isinstance(k, str)})
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state) form
+            state = state[0]
+        if isinstance(state, dict):
+            self.update(state)
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _allowed_stand_ins(path: Path, names: list[str]) -> list[tuple[type, str]]:
+    """(stand-in class, pickled global name) for every global of the file, or WeightsError for a global outside
+    NAMESPACE_GLOBALS / INERT_GLOBAL_PREFIXES."""
+    refused = [n for n in names if n not in NAMESPACE_GLOBALS and not n.startswith(INERT_GLOBAL_PREFIXES)]
+    if refused:
+        raise WeightsError(f"{path}: refusing to load: the file references {', '.join(refused[:4])}, which is "
+                           f"neither a tensor nor known checkpoint metadata (a file can run code this way)")
+    out = []
+    for name in names:
+        base = CheckpointNamespace if name in NAMESPACE_GLOBALS else _PlainDict if name.endswith(
+            DICT_GLOBAL_SUFFIXES) else _Inert
+        out.append((type(name.rsplit(".", 1)[-1], (base,), {"__module__": __name__}), name))
+    return out
+
+
 def load_checkpoint(path: PathLike, map_location: str = "cpu"):
     """The object stored in a checkpoint file, loaded without ever running code from it.
 
-    `.safetensors` files load with safetensors; anything else with `torch.load(weights_only=True)`. Old
-    Lightning checkpoints pickle callback / hyper-parameter classes next to the tensors, which a weights-only load
-    refuses: those globals are then replaced by inert placeholders (`_Inert`, torch >= 2.5), never imported.
+    `.safetensors` files load with safetensors; anything else with `torch.load(weights_only=True)`. Training scripts
+    pickle a few metadata classes next to the tensors (argparse `args`, old Lightning callback / hyper-parameter
+    classes), which a weights-only load refuses: those are read as holders (`CheckpointNamespace` for
+    `argparse.Namespace`, a plain dict for Lightning's `AttributeDict`, inert placeholders for other Lightning /
+    OmegaConf / typing names; torch >= 2.5), never imported. A file that references any other global is refused
+    with a `WeightsError` naming it.
     """
     import pickle
 
@@ -530,9 +587,13 @@ def load_checkpoint(path: PathLike, map_location: str = "cpu"):
         finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
         if finder is None:
             raise fail(err) from err
-        stubs = [(type(n.rsplit(".", 1)[-1], (_Inert,), {"__module__": __name__}), n) for n in finder(str(path))]
         try:
-            with torch.serialization.safe_globals(stubs):
+            names = finder(str(path))
+        except Exception as err2:  # e.g. a legacy, non-zip file
+            raise fail(err) from err2
+        stand_ins = _allowed_stand_ins(path, names)
+        try:
+            with torch.serialization.safe_globals(stand_ins):
                 return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err2:
             raise fail(err2) from err2

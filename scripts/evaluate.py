@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Evaluate restored faces against ground truth (IQA, LMD, ALD, identity, reference honesty, FID) and write reports.
+"""Evaluate restored faces against ground truth (IQA, Deg., LMD, ALD, identity, reference honesty, FID); write reports.
 
     python scripts/evaluate.py --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ --refs refs/
-    python scripts/evaluate.py --config configs/x.yaml eval.metrics=[psnr,ids,ald]
+    python scripts/evaluate.py --restored out/ --gt hq/ --protocol osdface --test-set celeba-test-daefr
+    python scripts/evaluate.py --config configs/x.yaml eval.metrics=[psnr,ssim,ids_dlib,ald]
 
 Writes per_image.csv, summary.json, table.md and report.html (+ assets/) to --output (default: <parent of the
 first restored folder>/evaluation). Every flag is a config key under `eval.`; flags win over --config and key=value.
@@ -15,29 +16,39 @@ import sys
 from _bootstrap import ROOT  # noqa: F401  (puts the repository on sys.path)
 
 FLAGS = {"restored": "restored", "gt": "ground_truth", "refs": "references", "lq": "lq", "metrics": "metrics",
-         "output": "output", "device": "device", "batch_size": "batch_size", "fid_ref": "fid_ref"}
+         "output": "output", "device": "device", "batch_size": "batch_size", "fid_ref": "fid_ref",
+         "protocol": "protocol", "test_set": "test_set", "crop_border": "crop_border"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from honestface.config import add_config_arguments
+    from honestface.metrics.protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(
         prog="scripts/evaluate.py",
-        description="Evaluate restored faces against ground truth (PSNR, SSIM, LPIPS, DISTS, NIQE, MUSIQ, FID, "
-        "LMD, ALD, IDS, Deg., reference honesty) and write a per-image CSV, a summary JSON, a markdown table and "
-        "an HTML report. Each flag is also a config key under `eval.` (pass it as key=value or in --config).",
-        epilog="example: python scripts/evaluate.py --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ "
-        "--metrics psnr,ssim,lpips,ald,ids eval.thumbnail=128")
+        description="Evaluate restored faces against ground truth (PSNR, SSIM, LPIPS, DISTS, NIQE, MUSIQ, FID with "
+        "pyiqa's meanings; Deg., LMD, IDD as the published scripts compute them; our ALD, identity and reference "
+        "honesty) and write a per-image CSV, a summary JSON, a markdown table and an HTML report. Each flag is "
+        "also a config key under `eval.` (pass it as key=value or in --config).",
+        epilog="examples: python scripts/evaluate.py --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ "
+        "--metrics psnr,ssim,lpips,ald,ids_dlib eval.thumbnail=128 | python scripts/evaluate.py --restored out/ "
+        "--gt hq/ --protocol osdface --test-set celeba-test-daefr")
     parser.add_argument("--restored", nargs="+", metavar="DIR", help="restored folder(s); name=DIR names a method")
     parser.add_argument("--gt", metavar="DIR", help="ground-truth folder (eval.ground_truth)")
     parser.add_argument("--refs", metavar="DIR", help="references: refs/<image stem>/ or refs/<identity folder>/")
     parser.add_argument("--lq", metavar="DIR", help="degraded inputs, same relative names as the ground truth")
     parser.add_argument("--metrics", metavar="LIST", type=lambda s: [m for m in s.split(",") if m.strip()],
-                        help="comma-separated, e.g. psnr,ssim,lpips,ald,lmd,ids (default: every available metric)")
+                        help="comma-separated, e.g. psnr,ssim,lpips,deg,lmd,ald,ids_dlib (default: every available "
+                        "metric); with --protocol: extra columns")
     parser.add_argument("--output", metavar="DIR", help="report folder (default: <first restored>/../evaluation)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, help="images per IQA batch")
     parser.add_argument("--fid-ref", metavar="DIR_OR_STATS", help="FID reference (default: the ground truth)")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS),
+                        help="compute one paper's table: its metrics, settings and column order")
+    parser.add_argument("--test-set", metavar="LABEL",
+                        help="the test set's label, recorded with the numbers (e.g. celeba-test-daefr)")
+    parser.add_argument("--crop-border", type=int, metavar="N", help="pixels dropped per side by psnr_y / ssim_y")
     add_config_arguments(parser)
     return parser
 

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", choices=sorted(_DTYPE_ALIASES), help="compute precision [infer.precision]")
     m.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU; slow first batch) "
                    "[infer.compile=true]")
+    m.add_argument("--resolution", type=int, metavar="PX", help="face size the model runs at (default: the "
+                   "model's native one, e.g. 512 for OSDFace; recorded in results.json) [infer.resolution]")
     m.add_argument("--seed", type=int, help="seed of the sampling (HonestFace: VAE posterior; VSPBFR: diffusion "
                    "start codes, random codes, noise) [infer.seed]")
     m.add_argument("--color-fix", choices=["auto", "none", "wavelet", "adain"], help="match the input's colours "
@@ -101,7 +103,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     pairs = {"infer.input": args.input, "infer.output": args.output, "infer.references": args.refs,
              "model.pretrained": args.model, "model.name": args.arch, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
              "infer.device": args.device, "infer.precision": _DTYPE_ALIASES.get(args.dtype) if args.dtype else None,
-             "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix}
+             "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix,
+             "infer.resolution": args.resolution}
     out = [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
     for flag, key, value in (("skip_existing", "infer.skip_existing", "true"), ("compile", "infer.compile", "true"), ("overwrite", "infer.overwrite", "true"),
                              ("save_comparison", "infer.save_comparison", "true"),

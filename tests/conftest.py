@@ -8,9 +8,12 @@ pyiqa's wheel installs a top-level `tests` package into site-packages. Our tests
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -47,9 +50,63 @@ def sample_identities(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def one_thread():
     """Tiny models gain nothing from intra-op threads; on a shared 2-core CPU OpenMP oversubscription costs 3-20x
     (measured). Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _tiny_clip_archive(path: Path) -> None:
+    """A small OpenAI-CLIP-layout model (ModifiedResNet 1-1-1-1, width 8; text width 64, 1 layer) with random
+    weights, traced and saved as a TorchScript archive like OpenAI's RN50.pt."""
+    from pyiqa.archs import clip_model
+
+    torch.manual_seed(3)
+    clip = clip_model.CLIP(64, 224, (1, 1, 1, 1), 8, None, 77, 49408, 64, 1, 1).eval()
+    text = torch.zeros(2, 77, dtype=torch.long)
+    text[:, 0], text[:, 1] = 49406, 49407
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace is deprecated
+        torch.jit.trace(clip, (torch.rand(1, 3, 224, 224), text), check_trace=False).save(str(path))
+
+
+@pytest.fixture(scope="session")
+def iqa_weights(tmp_path_factory) -> dict[str, str]:
+    """Random weight files in the registry formats of the IQA networks (LPIPS/DISTS backbones, DISTS, MUSIQ, MANIQA,
+    NIQE parameters, FID Inception, CLIP RN50): {registry key: path}. Shared by the pyiqa and protocol tests."""
+    import scipy.io
+    import timm
+    import torchvision
+
+    from honestface.metrics.iqa_networks import patched
+
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    files = {"vgg16_imagenet": d / "vgg16.pth", "alexnet_imagenet": d / "alexnet.pth", "dists_pyiqa": d / "dists.pth",
+             "musiq_koniq": d / "musiq.pth", "maniqa_koniq": d / "maniqa.pt", "niqe_params": d / "niqe.mat",
+             "fid_inception": d / "inception.pth", "clip_rn50_openai": d / "RN50.pt"}
+    torch.save(torchvision.models.vgg16().state_dict(), files["vgg16_imagenet"])
+    torch.save(torchvision.models.alexnet().state_dict(), files["alexnet_imagenet"])
+    n = 1475
+    torch.save({"alpha": torch.rand(1, n, 1, 1) * 0.1, "beta": torch.rand(1, n, 1, 1) * 0.1}, files["dists_pyiqa"])
+    from pyiqa.archs.inception import FIDInceptionA  # noqa: F401  (pyiqa's archs registered)
+    from pyiqa.archs.maniqa_arch import MANIQA
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    torch.save(MUSIQ(pretrained=False).state_dict(), files["musiq_koniq"])
+    create = timm.create_model
+    with patched(timm, "create_model", lambda *a, **k: create(*a, **{**k, "pretrained": False})):
+        torch.save(MANIQA(pretrained=False, scale=0.8).state_dict(), files["maniqa_koniq"])
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(36, 200))
+    scipy.io.savemat(files["niqe_params"], {"mu_prisparam": rng.normal(1, 0.5, size=(1, 36)),
+                                            "cov_prisparam": a @ a.T / 200})
+    from honestface.metrics.fid import fid_inception_architecture
+
+    net = fid_inception_architecture()
+    for m in net.modules():  # He init keeps the pool3 features O(1) through the 94 random layers
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), files["fid_inception"])
+    _tiny_clip_archive(files["clip_rn50_openai"])
+    return {k: str(v) for k, v in files.items()}

@@ -85,7 +85,7 @@ def test_two_methods_write_csv_json_markdown_and_html(folders, tmp_path):
     root, names = folders
     out = tmp_path / "report"
     run = _run("--restored", f"mild={root / 'mild'}", f"heavy={root / 'heavy'}", "--gt", str(root / "gt"),
-               "--lq", str(root / "lq"), "--refs", str(root / "refs"), "--metrics", "psnr,ald,ids",
+               "--lq", str(root / "lq"), "--refs", str(root / "refs"), "--metrics", "psnr,ald,ids_dlib",
                "--output", str(out), "--batch-size", "3")
     assert run.returncode == 0, run.stderr[-2000:]
     for f in ("per_image.csv", "summary.json", "table.md", "report.html", "config.yaml"):
@@ -95,7 +95,7 @@ def test_two_methods_write_csv_json_markdown_and_html(folders, tmp_path):
     assert summary["ranking"]["psnr"] == ["mild", "heavy"]
     assert summary["ranking"]["ald"] == ["mild", "heavy"]
     mild, heavy = summary["methods"]["mild"]["metrics"], summary["methods"]["heavy"]["metrics"]
-    assert mild["ald"]["mean"] < heavy["ald"]["mean"] and mild["ids"]["mean"] > heavy["ids"]["mean"]
+    assert mild["ald"]["mean"] < heavy["ald"]["mean"] and mild["ids_dlib"]["mean"] > heavy["ids_dlib"]["mean"]
     for stats in (mild, heavy):
         for key in ("mean", "median", "std", "count", "failures"):
             assert key in stats["psnr"]
@@ -149,6 +149,8 @@ def test_unavailable_metric_is_skipped_with_reason(folders):
     assert res.summary()["methods"]["mild"]["metrics"]["psnr"]["count"] == len(names)
     with pytest.raises(ValueError, match="unknown metric 'psnrr'"):
         evaluate_folders([root / "mild"], root / "gt", metrics=["psnrr"])
+    with pytest.raises(ValueError, match="ids_dlib.*ids_refldm"):  # a renamed name says what to ask for
+        evaluate_folders([root / "mild"], root / "gt", metrics=["ids"])
 
 
 def test_reference_honesty_prefers_the_output_closer_to_the_references(folders, tmp_path):
@@ -189,11 +191,11 @@ def test_default_metrics_list_what_is_skipped_and_why(folders, tmp_path):
     out = one / "evaluation"  # default: beside the first restored folder
     summary = json.loads((out / "summary.json").read_text())
     for name, why in available_metrics({}).items():
-        if why is None and name != "fid":
+        if why is None and name not in ("fid", "fid_basicsr"):
             assert name in summary["metrics"]
         elif why is not None:
             assert f"skipped metric {name}: " in run.stdout and summary["skipped"][name]
-    assert {"psnr", "ald", "ids"} <= set(summary["metrics"])
+    assert {"psnr", "ald", "ids_dlib", "idangle_dlib", "lmd_dlib68"} <= set(summary["metrics"])
 
 
 def test_default_output_is_never_inside_an_input(tmp_path):

@@ -186,3 +186,21 @@ def test_two_processes_restore_every_file_once(model_dir: Path, tmp_path: Path) 
     assert res["num_processes"] == 2 and res["counts"]["ok"] == 4
     assert sorted(Path(f["input"]).name for f in res["files"]) == names  # each input exactly once
     assert sorted(p.name for p in out.glob("*.png")) == names and not list(out.glob(".results*"))
+
+
+def test_results_record_the_effective_resolution(model_dir: Path, tmp_path: Path, capsys) -> None:
+    """The model's native resolution (never the VAE's sample_size) unless infer.resolution overrides it."""
+    from honestface.models.vspbfr.vspbfr import build_vspbfr
+
+    write_image(tmp_path / "lq" / "a.png", face(80))
+    assert infer(model_dir, tmp_path / "lq", tmp_path / "native") == 0
+    res = results(tmp_path / "native")
+    assert (res["resolution"], res["resolution_source"], res["resize"], res["timestep"]) == (64, "model",
+                                                                                             "area_cubic", 399)
+    assert infer(model_dir, tmp_path / "lq", tmp_path / "small", "infer.resolution=32") == 0
+    res = results(tmp_path / "small")
+    assert (res["resolution"], res["resolution_source"]) == (32, "override")
+    assert np.asarray(Image.open(res["files"][0]["output"])).shape == (80, 80, 3)
+    vspbfr = build_vspbfr("tiny").save_pretrained(tmp_path / "vspbfr")
+    assert infer(vspbfr, tmp_path / "lq", tmp_path / "v", "infer.resolution=64") == 2
+    assert "restoration size 32" in capsys.readouterr().err

@@ -166,35 +166,38 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 def test_psnr_ssim_agree_with_pyiqa_and_skimage(image_pair):
     import pyiqa
-    from skimage.color import rgb2ycbcr
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from honestface.metrics.iqa import IQAMetrics
 
     out_u8, gt_u8 = image_pair
     out, gt = _t(out_u8), _t(gt_u8)
-    ours = IQAMetrics(["psnr", "psnr_y", "ssim", "ssim_y"])(out, gt)
+    ours = IQAMetrics(["psnr", "psnr_y", "ssim", "ssim_rgb", "ssim_y"])(out, gt)
     assert all(v.shape == (1,) for v in ours.values())
     sk_kw = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 255}
-    # RGB: data range 1 for PSNR; SSIM on the 0-255 scale, mean of the three channels
+    # psnr: RGB, data range 1 (pyiqa, skimage); ssim: pyiqa's default, the SSIM of the rounded YIQ luma
     assert ours["psnr"].item() == pytest.approx(peak_signal_noise_ratio(gt_u8 / 255.0, out_u8 / 255.0, data_range=1),
                                                 abs=1e-4)
     assert ours["psnr"].item() == pytest.approx(pyiqa.create_metric("psnr", device="cpu")(out, gt).item(), abs=1e-4)
+    assert ours["ssim"].item() == pytest.approx(pyiqa.create_metric("ssim", device="cpu")(out, gt).item(), abs=1e-4)
+    luma = [np.rint(a.astype(np.float64) @ [0.299, 0.587, 0.114]) for a in (gt_u8, out_u8)]
+    assert ours["ssim"].item() == pytest.approx(structural_similarity(*luma, **sk_kw), abs=1e-3)  # minus the clamp
+    # ssim_rgb: the RGB-average SSIM on the 0-255 scale (skimage, pyiqa ssimc on uint8 images)
     ssim_sk = structural_similarity(gt_u8.astype(np.float64), out_u8.astype(np.float64), channel_axis=2, **sk_kw)
-    assert ours["ssim"].item() == pytest.approx(ssim_sk, abs=1e-4)
-    assert ours["ssim"].item() == pytest.approx(pyiqa.create_metric("ssimc", device="cpu")(out, gt).item(), abs=1e-4)
-    # Y: BT.601 luma in [16, 235], data range 255 (skimage rgb2ycbcr, BasicSR)
+    assert ours["ssim_rgb"].item() == pytest.approx(ssim_sk, abs=1e-4)
+    assert ours["ssim_rgb"].item() == pytest.approx(pyiqa.create_metric("ssimc", device="cpu")(out, gt).item(),
+                                                    abs=1e-4)
+    # Y: BT.601 luma in [16, 235], peak 255 (BasicSR = skimage rgb2ycbcr = pyiqa psnry with color_space="ycbcr")
+    from skimage.color import rgb2ycbcr
+
     y_gt, y_out = rgb2ycbcr(gt_u8)[..., 0], rgb2ycbcr(out_u8)[..., 0]
     assert ours["psnr_y"].item() == pytest.approx(peak_signal_noise_ratio(y_gt, y_out, data_range=255), abs=1e-4)
     assert ours["ssim_y"].item() == pytest.approx(structural_similarity(y_gt, y_out, **sk_kw), abs=1e-4)
     psnry = pyiqa.create_metric("psnry", device="cpu", color_space="ycbcr")(out, gt).item()
     assert ours["psnr_y"].item() == pytest.approx(psnry, abs=1e-4)
-    # pyiqa rounds the luma to integers for SSIM (MATLAB); round_y=True reproduces it
-    rounded = IQAMetrics(["ssim_y"], round_y=True)(out, gt)["ssim_y"].item()
-    assert rounded == pytest.approx(pyiqa.create_metric("ssim", device="cpu", color_space="ycbcr")(out, gt).item(),
-                                    abs=1e-4)
-    same = IQAMetrics(["ssim", "psnr"])(gt.repeat(2, 1, 1, 1), gt.repeat(2, 1, 1, 1))
-    assert torch.allclose(same["ssim"], torch.ones(2)) and torch.isinf(same["psnr"]).all()
+    same = IQAMetrics(["ssim", "psnr", "psnr_y"])(gt.repeat(2, 1, 1, 1), gt.repeat(2, 1, 1, 1))
+    assert torch.allclose(same["ssim"], torch.ones(2)) and torch.allclose(same["psnr"], torch.full((2,), 80.0))
+    assert torch.isinf(same["psnr_y"]).all()  # BasicSR: inf; pyiqa's psnr: 10 log10(1 / 1e-8) = 80 dB
 
 
 def test_missing_weights_are_reported_with_the_registry_key(weights_home, image_pair):

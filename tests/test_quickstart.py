@@ -62,7 +62,7 @@ def test_quickstart_writes_every_artefact(quickstart_run):
     assert restored == lq and len(restored) == 8
     assert summary["group_photo_faces"] == 6  # t1.jpg: six people detected and restored in photo mode
     assert (out / "photo" / "group_t1_restored.png").is_file()
-    for metric in ("psnr", "ssim", "lmd", "ald", "ald_e", "ald_m", "ids", "ref_ids"):
+    for metric in ("psnr", "ssim", "lmd_dlib68", "ald", "ald_e", "ald_m", "ids_dlib", "ref_ids"):
         row = summary["metrics"][metric]
         assert row["faces"] == 8, metric  # computed for every held-out face, LQ and restored
         assert 0 <= row["faces_better"] <= 8

@@ -219,18 +219,32 @@ def test_from_osdface_loads_lightning_layout(model: VisualRepresentationEmbedder
                                                             want["quant_conv.weight"])
 
 
-class FakeModelCheckpoint:  # stands in for a Lightning callback class pickled into old checkpoints
-    def __init__(self) -> None:
-        self.best_model_path = "/data/ckpt/last.ckpt"
+def _fake_lightning_class(monkeypatch: pytest.MonkeyPatch) -> type:
+    """A class pickled under Lightning's name (pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint), as
+    old Lightning checkpoints pickle their callback class; Lightning itself is not installed."""
+    import sys
+    import types
+
+    name = "pytorch_lightning.callbacks.model_checkpoint"
+    module = types.ModuleType(name)
+    cls = type("ModelCheckpoint", (), {"__module__": name, "__init__": lambda self: setattr(self, "path", "last")})
+    module.ModelCheckpoint = cls
+    for parent in ("pytorch_lightning", "pytorch_lightning.callbacks"):
+        monkeypatch.setitem(sys.modules, parent, types.ModuleType(parent))
+    monkeypatch.setitem(sys.modules, name, module)
+    return cls
 
 
-def test_from_osdface_survives_pickled_lightning_objects(model: VisualRepresentationEmbedder, tmp_path: Path) -> None:
+def test_from_osdface_survives_pickled_lightning_objects(model: VisualRepresentationEmbedder, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = tmp_path / "plain.ckpt"
     want = _lightning_checkpoint(model, ckpt)
     obj = torch.load(ckpt, weights_only=True)
-    obj["callbacks"] = {FakeModelCheckpoint: {"best_model_score": torch.tensor(0.5)}}
-    obj["hyper_parameters"] = FakeModelCheckpoint()
+    fake = _fake_lightning_class(monkeypatch)
+    obj["callbacks"] = {fake: {"best_model_score": torch.tensor(0.5)}}
+    obj["hyper_parameters"] = fake()
     torch.save(obj, ckpt)
+    monkeypatch.undo()  # the class cannot be imported when the file is read
     with pytest.raises(pickle.UnpicklingError):
         torch.load(ckpt, weights_only=True)
     loaded = load_checkpoint(ckpt)  # inert placeholders instead of importing the classes

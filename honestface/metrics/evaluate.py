@@ -1,17 +1,22 @@
-"""Evaluation runner (issue 8): pair restored folders with ground truth, compute every metric, summarise.
+"""Evaluation runner: pair restored folders with ground truth, compute every metric, summarise.
 
 One or more restored folders ("methods") are paired with a ground-truth folder by relative path without extension
 (`a/b.png` matches `a/b.jpg`); optional LQ inputs pair the same way and optional references are looked up per image
-(`refs/<relative stem>/` or, identity layout, the other images of `refs/<parent folder>/`). Per image we compute the
-full-reference IQA metrics in batches (`honestface.metrics.iqa.IQAMetrics`), LMD / ALD (landmark.py), IDS / Deg.
-(identity.py) and, with references, the reference honesty of HonestFace (identity of the output vs the references,
-against the LQ's). A face that is not found is a *failure* of that metric for that image: it is counted and reported,
-never averaged in as a number. FID is one number per method (restored folder vs `fid_ref`, default the GT folder).
-Restored / LQ images of another size than their GT are resized to it (bicubic) before any metric.
+(`refs/<relative stem>/` or, identity layout, the other images of `refs/<parent folder>/`). The metric names and
+what each computes are in `honestface.metrics.suite` (docs/metrics.md). Per image we compute the IQA metrics in
+batches (`honestface.metrics.iqa.IQAMetrics`), our landmark (`lmd_<landmarker>`, ALD) and identity
+(`ids_<network>`, `idangle_<network>`) metrics and, with references, the reference honesty of HonestFace. The
+published protocol metrics (`deg`, `lmd`, `idd`, `ids_refldm`, `psnr_vqfr`, `ssim_vqfr`) read the files themselves,
+as their scripts do, and also report the script's own aggregate (e.g. Deg. drops pairs under 1 degree). A face that
+is not found is a *failure* of that metric for that image: counted and reported, never averaged in as a number. FID
+is one number per method and reference. For the other metrics, restored / LQ images of another size than their GT
+are resized to it (bicubic). `protocol=` computes one paper's table (`honestface.metrics.protocols`).
 
 Our choices (the papers give none): `ald` asks for ALD, ALD-e and ALD-m together, `ref_ids` for the three reference
 columns; the default metric set is everything whose weights and backends are available here (the others are listed
-as skipped with the reason); GT landmarks are detected once per image and shared by all methods.
+as skipped with the reason); GT landmarks are detected once per image and shared by all methods. Files are paired by
+relative name; the published scripts pair by sorted file name, which gives the same pairs when both folders hold
+the same names (the only case we accept).
 Reports (CSV, JSON, markdown, HTML) are written by `honestface.metrics.report`.
 """
 
@@ -27,212 +32,13 @@ from typing import Any
 
 import numpy as np
 
-LANDMARK_KEYS = ("lmd", "ald", "ald_e", "ald_m")
-IDENTITY_KEYS = ("ids", "deg")
-REFERENCE_KEYS = ("ref_ids", "lq_ref_ids", "ref_gain")
-GROUPS = {"ald": ("ald", "ald_e", "ald_m"), "ref_ids": REFERENCE_KEYS}  # one requested name -> its columns
-ALIASES = {"lpips": "lpips_vgg", "ald-e": "ald_e", "ald-m": "ald_m", "ids-ref": "ref_ids"}
-LOWER_IS_BETTER = {"deg", "lmd", "ald", "ald_e", "ald_m"}  # of the face metrics; IQA metrics carry their own
+from honestface.metrics.pairing import PairingError, find_references, index_images, pair_folder, parse_methods
+from honestface.metrics.suite import ALD_KEYS, REFERENCE_KEYS, MetricSuite, build_metrics, higher_is_better
+
+__all__ = ["EvaluationResult", "PairingError", "evaluate_folders", "higher_is_better", "run_evaluation"]
 
 
-class PairingError(ValueError):
-    """Restored / LQ folders do not hold the same images as the ground truth (one line: missing and extra names)."""
-
-
-def higher_is_better(name: str) -> bool:
-    """Direction of a metric: the IQA registry's flag for IQA metrics, else our table (distances: lower)."""
-    from honestface.metrics.iqa import IQA_METRICS
-
-    return IQA_METRICS[name].higher_is_better if name in IQA_METRICS else name not in LOWER_IS_BETTER
-
-
-# ------------------------------------------------------------------------------------------------- pairing
-def index_images(folder: Path) -> dict[str, Path]:
-    """{relative path without extension (posix): file} of every image under `folder`."""
-    from honestface.io import list_images
-
-    out: dict[str, Path] = {}
-    for p in list_images(folder):
-        key = p.relative_to(folder).with_suffix("").as_posix()
-        if key in out:
-            raise PairingError(f"two images with the same name in {folder}: {out[key].name} and {p.name}")
-        out[key] = p
-    return out
-
-
-def _names(items: list[str]) -> str:
-    shown = ", ".join(items[:10])
-    return shown + (f", ... ({len(items) - 10} more)" if len(items) > 10 else "")
-
-
-def pair_folder(folder: Path, gt: dict[str, Path], what: str, gt_dir: Path) -> tuple[dict[str, Path], str | None]:
-    """Index `folder` and compare it with the GT index: (index, None) or (index, one-line mismatch description)."""
-    found = index_images(folder)
-    missing = sorted(set(gt) - set(found))
-    extra = sorted(set(found) - set(gt))
-    if not missing and not extra:
-        return found, None
-    parts = [f"{len(missing)} missing ({_names(missing)})"] if missing else []
-    parts += [f"{len(extra)} extra ({_names(extra)})"] if extra else []
-    return found, f"{what} folder {folder} does not match the ground truth {gt_dir}: " + "; ".join(parts)
-
-
-def find_references(refs: Path, key: str, exclude: Path | None = None) -> list[Path]:
-    """References of image `key`: refs/<key>/*, else the images of refs/<parent of key>/ (identity layout) except
-    the file `exclude` itself (the GT, when refs and ground truth are the same folder)."""
-    from honestface.io import list_images
-
-    own = refs / key
-    if own.is_dir():
-        return list_images(own)
-    parent = Path(key).parent
-    if str(parent) == "." or not (refs / parent).is_dir():
-        return []
-    skip = exclude.resolve() if exclude is not None else None
-    return [p for p in list_images(refs / parent, recursive=False) if p.resolve() != skip]
-
-
-def parse_methods(restored: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]
-                  ) -> dict[str, Path]:
-    """Folders (or `name=folder` items, or a {name: folder} mapping) -> {method name: folder}; the name defaults to
-    the folder's name."""
-    if isinstance(restored, Mapping):
-        restored = [f"{name}={folder}" for name, folder in restored.items()]
-    items = [restored] if isinstance(restored, (str, os.PathLike)) else list(restored)
-    if not items:
-        raise ValueError("no restored folder given (--restored DIR [DIR ...] or eval.restored=...)")
-    methods: dict[str, Path] = {}
-    for item in items:
-        text = str(item)
-        name, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
-        folder = Path(path)
-        name = name or folder.resolve().name
-        if not folder.is_dir():
-            raise FileNotFoundError(f"restored folder not found: {folder}")
-        if name in methods:
-            raise ValueError(f"two restored folders are both named {name!r}: give them names as name=path")
-        methods[name] = folder
-    return methods
-
-
-# ------------------------------------------------------------------------------------------------- metrics
-@dataclass
-class MetricSuite:
-    """The metric objects of one run: which columns, which are skipped and why, and the backends' names."""
-
-    columns: list[str]
-    skipped: dict[str, str]
-    iqa: Any = None
-    iqa_names: list[str] = field(default_factory=list)
-    fid: bool = False
-    landmark: Any = None
-    identity: Any = None
-    backends: dict[str, str] = field(default_factory=dict)
-    implementations: dict[str, str] = field(default_factory=dict)
-
-
-def _try(build):
-    try:
-        return build(), None
-    except Exception as e:  # noqa: BLE001  (a missing backend or weight file: reported, the run goes on)
-        return None, f"{type(e).__name__}: {' '.join(str(e).split())}"
-
-
-def _expand(requested: Sequence[str], known: list[str]) -> list[str]:
-    """Requested names -> column names (aliases and groups expanded, order kept); unknown names raise."""
-    out: list[str] = []
-    for raw in requested:
-        n = ALIASES.get(raw.strip().lower(), raw.strip().lower())
-        if not n:
-            continue
-        if n not in known and n not in GROUPS:
-            raise ValueError(f"unknown metric {n!r}; known: {', '.join([*known, *ALIASES])}")
-        out += GROUPS.get(n, (n,))
-    return list(dict.fromkeys(out))
-
-
-def _build_iqa(names: list[str], device: str, weights: dict[str, str], batch_size: int, skipped: dict[str, str]):
-    """One IQAMetrics for all `names`; if that fails, find the metrics that do not build and skip them."""
-    from honestface.metrics.iqa import IQAMetrics
-
-    iqa, reason = _try(lambda: IQAMetrics(names, device=device, weights=weights, batch_size=batch_size))
-    if reason is None:
-        return iqa, names
-    good = []
-    for n in names:
-        _, why = _try(lambda n=n: IQAMetrics([n], device=device, weights=weights, batch_size=batch_size))
-        if why is None:
-            good.append(n)
-        else:
-            skipped[n] = why
-    iqa, reason = _try(lambda: IQAMetrics(good, device=device, weights=weights, batch_size=batch_size))
-    if reason is not None:
-        skipped.update(dict.fromkeys(good, reason))
-        return None, []
-    return iqa, good
-
-
-def build_metrics(requested: Sequence[str] | None, refs: bool, lq: bool, device: str, batch_size: int,
-                  weights: dict[str, str] | None = None, landmarks: str = "dlib68", detector: str = "dlib",
-                  identity: str = "auto") -> MetricSuite:
-    """Choose and build the metrics. `requested=None`: all available. Unknown names raise ValueError; known but
-    unavailable ones (no weights, no backend, no references) are skipped with the reason."""
-    from honestface.metrics.iqa import IQA_METRICS, available_metrics
-    from honestface.weights import resolve_weight
-
-    weights = dict(weights or {})
-    iqa_avail = available_metrics(weights)
-    names = _expand(requested, [*IQA_METRICS, *LANDMARK_KEYS, *IDENTITY_KEYS, *REFERENCE_KEYS]) \
-        if requested is not None else None
-    want = lambda n: names is None or n in names
-    skipped = {n: str(why) for n, why in iqa_avail.items() if why is not None and want(n)}
-    suite = MetricSuite(columns=[], skipped=skipped)
-    iqa_names = [n for n in IQA_METRICS if want(n) and IQA_METRICS[n].mode != "set" and n not in skipped]
-    suite.fid = want("fid") and "fid" not in skipped
-    if iqa_names or suite.fid:
-        suite.iqa, suite.iqa_names = _build_iqa(iqa_names, device, weights, batch_size, skipped)
-        if suite.iqa is None and suite.fid:
-            skipped["fid"], suite.fid = "the IQA metrics could not be built", False
-    for n in suite.iqa_names + (["fid"] if suite.fid else []):
-        files = [str(resolve_weight(k, weights.get(k))) for k in IQA_METRICS[n].weights]
-        suite.implementations[n] = f"honestface.metrics.iqa: {IQA_METRICS[n].description}" + \
-            (f"; weights {', '.join(files)}" if files else "")
-    suite.columns += suite.iqa_names
-    lm_cols = [c for c in LANDMARK_KEYS if want(c)]
-    if lm_cols:
-        from honestface.metrics.landmark import LandmarkMetrics
-
-        suite.landmark, reason = _try(lambda: LandmarkMetrics(landmarker=landmarks, detector=detector, device=device))
-        if reason:
-            skipped.update(dict.fromkeys(lm_cols, reason))
-        else:
-            suite.columns += lm_cols
-            suite.backends["landmarks"] = suite.landmark.name
-            impl = f"honestface.metrics.landmark (ALD: our affine definition), {suite.landmark.name}"
-            suite.implementations.update(dict.fromkeys(lm_cols, impl))
-    id_cols = [c for c in IDENTITY_KEYS if want(c)]
-    ref_cols = [c for c in REFERENCE_KEYS if want(c)]
-    if ref_cols and not refs:
-        if names is not None:  # asked for explicitly: say why nothing comes
-            skipped.update(dict.fromkeys(ref_cols, "needs a references folder (--refs)"))
-        ref_cols = []
-    if ref_cols and not lq:
-        skipped.update({c: "needs the LQ inputs (--lq)" for c in ref_cols if c != "ref_ids"})
-        ref_cols = [c for c in ref_cols if c == "ref_ids"]
-    if id_cols or ref_cols:
-        from honestface.metrics.identity import IdentityMetrics
-
-        suite.identity, reason = _try(lambda: IdentityMetrics(backend=identity, device=device, detector=detector))
-        if reason:
-            skipped.update(dict.fromkeys(id_cols + ref_cols, reason))
-        else:
-            suite.columns += id_cols + ref_cols
-            suite.backends["identity"] = suite.identity.name
-            impl = f"honestface.metrics.identity, backend {suite.identity.name}, detector {detector}"
-            suite.implementations.update(dict.fromkeys(id_cols + ref_cols, impl))
-    return suite
-
-
+# ------------------------------------------------------------------------------------------------- evaluation
 def _uint8(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0.0, 1.0) * 255.0).round().astype(np.uint8)  # (H, W, 3)
 
@@ -260,11 +66,18 @@ class EvaluationResult:
     refs: Path | None
     columns: list[str]
     rows: dict[str, list[dict[str, Any]]]
-    dataset_metrics: dict[str, dict[str, float]]  # method -> {"fid": value}
+    dataset_metrics: dict[str, dict[str, float]]  # method -> {set column key (e.g. "fid", "fid_basicsr@gt"): value}
     skipped: dict[str, str]
     backends: dict[str, str]
-    implementations: dict[str, str]  # metric -> implementation and weight files
+    implementations: dict[str, dict[str, Any]]  # metric -> {"implementation", "weights": {entry: {path, sha256}}}
     landmarks: dict[str, dict[str, tuple[np.ndarray | None, np.ndarray | None]]]  # method -> image -> (gt, restored)
+    aggregates: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # method -> published metric ->
+    # the script's own aggregate {"value", ...} (e.g. Deg. without pairs under 1 degree)
+    set_references: dict[str, dict[str, Any]] = field(default_factory=dict)  # set key -> metric, reference, sha256
+    protocol: str | None = None
+    test_set: str | None = None
+    crop_border: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def higher_is_better(self) -> dict[str, bool]:
         return {c: higher_is_better(c) for c in [*self.columns, *self._dataset_columns()]}
@@ -273,10 +86,26 @@ class EvaluationResult:
         return list(dict.fromkeys(k for d in self.dataset_metrics.values() for k in d))
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: per method and metric mean, median, std, count, failures (with reasons), plus rankings."""
+        """JSON-ready: per method and metric mean, median, std, count, failures (with reasons), the published
+        aggregate where a protocol metric has one, rankings, the protocol and every implementation."""
         from honestface.metrics.report import summarise
 
         return summarise(self)
+
+
+def _resolve_reference(reference: str | None, gt_dir: Path, fid_ref: Any, weights: dict[str, str]) -> Path:
+    """A FID column's reference: None -> `fid_ref` or the GT folder; "gt" -> the GT folder; else a folder, a
+    statistics file or a registry entry name (resolved through the weights registry)."""
+    from honestface.metrics.protocols import GT
+    from honestface.weights import resolve_weight
+
+    if reference is None:
+        return Path(fid_ref) if fid_ref is not None else gt_dir
+    if reference == GT:
+        return gt_dir
+    if Path(reference).exists():
+        return Path(reference)
+    return resolve_weight(reference, weights.get(reference))
 
 
 def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
@@ -284,12 +113,20 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
                      metrics: Sequence[str] | None = None, device: str = "cpu", batch_size: int = 8,
                      fid_ref: str | os.PathLike | None = None, weights: dict[str, str] | None = None,
                      landmarks: str = "dlib68", detector: str = "dlib", identity: str = "auto",
-                     verbose: bool = False) -> EvaluationResult:
-    """Evaluate restored folder(s) (paths or `name=path`) against `gt`; see the module docstring."""
+                     verbose: bool = False, protocol: str | None = None, test_set: str | None = None,
+                     crop_border: int | None = None) -> EvaluationResult:
+    """Evaluate restored folder(s) (paths or `name=path`) against `gt`; see the module docstring.
+
+    protocol: a published table (`honestface.metrics.protocols.PROTOCOLS`): its columns are computed (plus any
+    `metrics` given) with its settings. test_set: the label of the test set (recorded; a protocol warns without).
+    """
     import torch
+
+    from honestface.metrics.protocols import get_protocol
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    proto = get_protocol(protocol) if protocol is not None else None
     methods = parse_methods(restored)
     gt_dir = Path(gt)
     gt_index = index_images(gt_dir)
@@ -308,20 +145,31 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
     refs_dir = Path(refs) if refs is not None else None
     if refs_dir is not None and not refs_dir.is_dir():
         raise FileNotFoundError(f"references folder not found: {refs_dir}")
+    notes: list[str] = []
+    set_cols: list[tuple[str, str, str | None]] = []
+    if proto is not None:
+        metrics = [*proto.image_metrics, *(metrics or [])]
+        set_cols = [(c.key, c.metric, c.reference) for c in proto.set_columns]
+        crop_border = proto.crop_border if crop_border is None else crop_border
+        if test_set is None:
+            notes.append(f"no test-set label given (--test-set): {proto.title} reports numbers on "
+                         f"{', '.join(proto.test_sets)}, and the same metric differs widely between test sets")
+    weights = dict(weights or {})
     suite = build_metrics(metrics, refs_dir is not None, lq is not None, device, batch_size, weights, landmarks,
-                          detector, identity)
+                          detector, identity, set_columns=set_cols, crop_border=int(crop_border or 0))
     keys = sorted(gt_index)
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     overlay: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    id_cols = [c for c in suite.columns if c.startswith(("ids_", "idangle_")) and c not in suite.published]
+    lm_cols = [c for c in suite.columns if (c.startswith("lmd_") or c in ALD_KEYS)]
     for start in range(0, len(keys), batch_size):
         chunk = keys[start:start + batch_size]
         gts = [_read(gt_index[k]) for k in chunk]
         lqs = [_read(lq_index[k], g.shape[:2]) for k, g in zip(chunk, gts)] if lq_index else [None] * len(chunk)
         ref_paths = [find_references(refs_dir, k, gt_index[k]) if refs_dir else [] for k in chunk]
         refs_img = [[_read(p) for p in ps] for ps in ref_paths] if "ref_ids" in suite.columns else None
-        id_on = suite.identity is not None and any(c in suite.columns for c in IDENTITY_KEYS)
-        gt_ids = [_gt_identity(suite.identity, g) for g in gts] if id_on else None
-        gt_lms = [_gt_landmarks(suite.landmark, g) for g in gts] if suite.landmark is not None else None
+        gt_ids = [_gt_identity(suite.identity, g) for g in gts] if id_cols else None
+        gt_lms = [_gt_landmarks(suite.landmark, g) for g in gts] if lm_cols else None
         for m in methods:
             outs = [_read(indices[m][k], g.shape[:2]) for k, g in zip(chunk, gts)]
             batch = [{"image": k, "restored": indices[m][k], "gt": gt_index[k],
@@ -331,13 +179,15 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
                 _iqa(suite, outs, gts, batch, device, torch)
             for i, (out, g) in enumerate(zip(outs, gts)):
                 row = batch[i]
-                if suite.landmark is not None:
+                if gt_lms is not None:
                     lm_out, res = _restored_landmarks(suite.landmark, out, gt_lms[i])
                     overlay[m][row["image"]] = (gt_lms[i][1], lm_out)
-                    _store(row, [c for c in LANDMARK_KEYS if c in suite.columns], res)
+                    _store(row, lm_cols, _rename(res, {"lmd": next((c for c in lm_cols if c.startswith("lmd_")),
+                                                                   "")}))
                 if gt_ids is not None:
-                    _store(row, [c for c in IDENTITY_KEYS if c in suite.columns],
-                           _identity_values(suite.identity, out, g, gt_ids[i]))
+                    res = _identity_values(suite.identity, out, g, gt_ids[i])
+                    names = {"ids": f"ids_{suite.identity.name}", "deg": f"idangle_{suite.identity.name}"}
+                    _store(row, id_cols, _rename(res, names))
                 if refs_img is not None:
                     res: dict[str, Any] = {"failed": "no references"}
                     if refs_img[i]:  # without an LQ folder only ref_ids is asked for (lq_ref_ids needs the LQ)
@@ -350,15 +200,73 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
             rows[m] += batch
         if verbose:
             print(f"evaluated {min(start + batch_size, len(keys))}/{len(keys)} images", file=sys.stderr)
+    aggregates = _published(suite, methods, indices, gt_index, keys, rows, verbose)
     dataset: dict[str, dict[str, float]] = {m: {} for m in methods}
-    if suite.fid:
-        ref = fid_ref if fid_ref is not None else gt_dir
+    set_refs: dict[str, dict[str, Any]] = {}
+    for key, metric, reference in suite.set_columns:
+        ref, why = _try_ref(reference, gt_dir, fid_ref, weights)
+        if ref is None:
+            suite.skipped[key] = why
+            continue
+        set_refs[key] = _reference_record(metric, reference, ref)
         for m, folder in methods.items():
-            dataset[m]["fid"] = float(suite.iqa.fid(folder, ref))
-        suite.backends["fid_ref"] = str(ref)
+            dataset[m][key] = float(suite.iqa.fid(folder, ref, name=metric))
+    if any(metric in ("fid", "fid_basicsr") for _, metric, _ in suite.set_columns):
+        suite.backends["fid_ref"] = str(_resolve_reference(None, gt_dir, fid_ref, weights))
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
     return EvaluationResult(methods=methods, gt=gt_dir, lq=Path(lq) if lq is not None else None, refs=refs_dir,
                             columns=suite.columns, rows=rows, dataset_metrics=dataset, skipped=suite.skipped,
-                            backends=suite.backends, implementations=suite.implementations, landmarks=overlay)
+                            backends=suite.backends, implementations=suite.implementations, landmarks=overlay,
+                            aggregates=aggregates, set_references=set_refs, protocol=protocol, test_set=test_set,
+                            crop_border=int(crop_border or 0), warnings=notes)
+
+
+def _rename(res: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {names.get(k, k): v for k, v in res.items()}
+
+
+def _try_ref(reference: str | None, gt_dir: Path, fid_ref: Any, weights: dict[str, str]):
+    try:
+        return _resolve_reference(reference, gt_dir, fid_ref, weights), None
+    except Exception as e:  # noqa: BLE001  (a missing statistics file: that column is skipped with the reason)
+        return None, f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _reference_record(metric: str, reference: str | None, path: Path) -> dict[str, Any]:
+    """What a FID number was computed against: the metric, the reference as asked, its path and file hash."""
+    from honestface.weights import file_sha256
+
+    return {"metric": metric, "reference": reference or "fid_ref", "path": str(path),
+            "sha256": file_sha256(path) if path.is_file() else None}
+
+
+def _published(suite: MetricSuite, methods: dict[str, Path], indices: dict[str, dict[str, Path]],
+               gt_index: dict[str, Path], keys: list[str], rows: dict[str, list[dict[str, Any]]],
+               verbose: bool) -> dict[str, dict[str, dict[str, Any]]]:
+    """Run the published per-file metrics (each reads the files as its script does) and fill their columns."""
+    out: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in methods}
+    done: set[int] = set()
+    for name, obj in suite.published.items():
+        if id(obj) in done:
+            continue
+        done.add(id(obj))
+        for m in methods:
+            restored, gts = [indices[m][k] for k in keys], [gt_index[k] for k in keys]
+            values = obj.pair_values(restored, gts)
+            values = values if isinstance(values, dict) else {name: values}
+            for metric, vals in values.items():
+                if metric not in suite.published:
+                    continue
+                for row, v in zip(rows[m], np.asarray(vals, dtype=np.float64)):
+                    if math.isfinite(v):
+                        row[metric] = float(v)
+                    else:
+                        row["failures"][metric] = f"no value ({v}) from {metric}'s published script steps"
+                out[m][metric] = obj.aggregate(np.asarray(vals, dtype=np.float64), len(keys))
+            if verbose:
+                print(f"{', '.join(values)}: {m} done", file=sys.stderr)
+    return out
 
 
 def _store(row: dict[str, Any], cols: list[str], res: dict[str, Any]) -> None:
@@ -456,7 +364,7 @@ def check_output(output: Path, inputs: Sequence[Path]) -> None:
 
 def run_evaluation(cfg: Any) -> int:
     """Run the `eval.*` section of a config: evaluate, print the table, write the reports. Returns the exit code."""
-    from honestface.metrics.report import markdown_table, write_reports
+    from honestface.metrics.report import markdown_table, protocol_table, write_reports
 
     e = cfg.eval
     try:
@@ -478,13 +386,14 @@ def run_evaluation(cfg: Any) -> int:
         result = evaluate_folders([f"{n}={p}" for n, p in methods.items()], e.ground_truth, refs=e.references,
                                   lq=e.lq, metrics=metrics, device=device, batch_size=e.batch_size,
                                   fid_ref=e.fid_ref, weights=dict(cfg.weights), landmarks=e.landmarks,
-                                  detector=e.detector, identity=e.identity, verbose=True)
+                                  detector=e.detector, identity=e.identity, verbose=True, protocol=e.protocol,
+                                  test_set=e.test_set, crop_border=e.crop_border)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, reason in result.skipped.items():
         print(f"skipped metric {name}: {reason}")
-    print(markdown_table(result))
+    print(protocol_table(result) if result.protocol else markdown_table(result))
     for what, path in write_reports(result, output, thumbnail=e.thumbnail, config=cfg).items():
         print(f"{what}: {path}")
     return 0

@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-LABELS = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips_vgg": "LPIPS",
-          "lpips_alex": "LPIPS-Alex", "dists": "DISTS", "niqe": "NIQE", "musiq": "MUSIQ", "maniqa": "MANIQA",
-          "clipiqa": "CLIP-IQA", "fid": "FID", "ids": "IDS", "deg": "Deg.", "lmd": "LMD", "ald": "ALD",
-          "ald_e": "ALD-e", "ald_m": "ALD-m", "ref_ids": "Ref-IDS", "lq_ref_ids": "LQ-Ref-IDS", "ref_gain": "Ref-gain"}
+LABELS = {"psnr": "PSNR", "ssim": "SSIM", "ssim_rgb": "SSIM-RGB", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y",
+          "lpips": "LPIPS", "lpips_vgg": "LPIPS-VGG", "dists": "DISTS", "niqe": "NIQE", "musiq": "MUSIQ",
+          "maniqa": "MANIQA", "clipiqa": "CLIPIQA", "fid": "FID", "fid_basicsr": "FID-BasicSR", "deg": "Deg.",
+          "lmd": "LMD", "idd": "IDD", "ids_refldm": "IDS-ReFLDM", "psnr_vqfr": "PSNR-VQFR", "ssim_vqfr": "SSIM-VQFR",
+          "ald": "ALD", "ald_e": "ALD-e", "ald_m": "ALD-m", "ref_ids": "Ref-IDS", "lq_ref_ids": "LQ-Ref-IDS",
+          "ref_gain": "Ref-gain"}
 MAX_REFS_SHOWN = 4
 NEUTRAL = {"lq_ref_ids"}  # a property of the input, not of the method: no arrow, never bold, not ranked
 
@@ -46,25 +48,72 @@ def summarise(result: Any) -> dict[str, Any]:
                         "median": float(np.median(vals)) if len(vals) else nan,
                         "std": float(vals.std()) if len(vals) else nan, "count": len(vals),
                         "failures": int(sum(reasons.values())), "failure_reasons": reasons}
+            published = result.aggregates.get(m, {}).get(c)
+            # "value": the number a paper prints (the published script's own aggregate where it has one)
+            stats[c]["value"] = float(published["value"]) if published else stats[c]["mean"]
+            if published:
+                stats[c]["published_aggregate"] = published
         for c, v in result.dataset_metrics.get(m, {}).items():
             stats[c] = {"mean": float(v), "median": float(v), "std": 0.0, "count": 1, "failures": 0,
-                        "failure_reasons": {}}
+                        "failure_reasons": {}, "value": float(v)}
         methods[m] = {"folder": str(result.methods[m]), "num_images": len(rows), "metrics": stats}
     hib = result.higher_is_better()
     ranking = {}
     for c in [c for c in hib if c not in NEUTRAL]:
-        scored = [(methods[m]["metrics"][c]["mean"], m) for m in methods if c in methods[m]["metrics"]
-                  and not math.isnan(methods[m]["metrics"][c]["mean"])]
+        scored = [(methods[m]["metrics"][c]["value"], m) for m in methods if c in methods[m]["metrics"]
+                  and not math.isnan(methods[m]["metrics"][c]["value"])]
         ranking[c] = [m for _, m in sorted(scored, key=lambda t: -t[0] if hib[c] else t[0])]
-    return {"ground_truth": str(result.gt), "lq": str(result.lq) if result.lq else None,
-            "references": str(result.refs) if result.refs else None, "metrics": list(hib),
-            "higher_is_better": hib, "skipped": result.skipped, "backends": result.backends,
-            "identity_backend": result.backends.get("identity"), "implementations": result.implementations,
-            "methods": methods, "ranking": ranking}
+    out = {"ground_truth": str(result.gt), "lq": str(result.lq) if result.lq else None,
+           "references": str(result.refs) if result.refs else None, "test_set": result.test_set,
+           "metrics": list(hib), "higher_is_better": hib, "skipped": result.skipped, "backends": result.backends,
+           "identity_backend": result.backends.get("identity"), "implementations": result.implementations,
+           "fid_references": result.set_references, "crop_border": result.crop_border,
+           "software": software_versions(), "warnings": result.warnings, "methods": methods, "ranking": ranking}
+    if result.protocol:
+        out["protocol"] = protocol_summary(result.protocol, methods)
+    return out
+
+
+def software_versions() -> dict[str, str | None]:
+    """Versions of the packages whose implementations the numbers come from."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for pkg in ("honestface", "pyiqa", "torch", "facexlib", "lpips", "onnxruntime", "opencv-python"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def protocol_summary(name: str, methods: dict[str, Any]) -> dict[str, Any]:
+    """The protocol block of summary.json: its table, our values per column, the published rows, the score."""
+    from honestface.metrics.protocols import SCORES, get_protocol
+
+    p = get_protocol(name)
+    cols = [{"label": c.label, "key": c.key, "metric": c.metric, "reference": c.reference} for c in p.columns]
+    values = {m: {c.key: ms["metrics"].get(c.key, {}).get("value") for c in p.columns} for m, ms in methods.items()}
+    block: dict[str, Any] = {"name": p.name, "title": p.title, "columns": cols, "test_sets": list(p.test_sets),
+                             "notes": list(p.notes), "values": values,
+                             "published": {m: dict(zip([c.key for c in p.columns], row))
+                                           for m, row in p.published.items()},
+                             "published_test_set": p.published_test_set}
+    if p.score:
+        score = {}
+        for m, vals in values.items():
+            v, why = SCORES[p.score](vals)
+            score[m] = {"value": v, "missing": why}
+        block["score"] = {"name": p.score, "methods": score}
+    return block
 
 
 def label(metric: str, higher: bool | None = None) -> str:
-    name = LABELS.get(metric, metric.upper())
+    base, _, ref = metric.partition("@")
+    name = LABELS.get(base, base.upper()) + (f" ({ref})" if ref else "")
+    if base.startswith(("ids_", "idangle_", "lmd_")) and base not in LABELS:  # ours: say which network
+        kind, _, net = base.partition("_")
+        name = {"ids": "IDS", "idangle": "ID-angle", "lmd": "LMD"}[kind] + f" ({net})"
     return name if higher is None or metric in NEUTRAL else name + ("↑" if higher else "↓")
 
 
@@ -78,7 +127,7 @@ def fmt(v: float) -> str:
 def _best(summary: dict[str, Any], metric: str) -> set[str]:
     """Methods whose mean is the best of `metric` (ties all count)."""
     hib = summary["higher_is_better"][metric]
-    means = {m: s["metrics"][metric]["mean"] for m, s in summary["methods"].items() if metric in s["metrics"]}
+    means = {m: s["metrics"][metric]["value"] for m, s in summary["methods"].items() if metric in s["metrics"]}
     means = {m: v for m, v in means.items() if not math.isnan(v)}
     if len(summary["methods"]) < 2 or not means or metric in NEUTRAL:
         return set()
@@ -95,7 +144,7 @@ def markdown_table(result: Any) -> str:
     for m, ms in s["methods"].items():
         cells = []
         for c in cols:
-            text = fmt(ms["metrics"][c]["mean"])
+            text = fmt(ms["metrics"][c]["value"])
             cells.append(f"**{text}**" if m in _best(s, c) else text)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     notes = []
@@ -108,6 +157,55 @@ def markdown_table(result: Any) -> str:
     if s["backends"]:
         notes.append("backends: " + ", ".join(f"{k} {v}" for k, v in s["backends"].items()))
     return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
+
+
+def protocol_table(result: Any) -> str:
+    """The protocol's table: its columns in the paper's order and headers, our methods, then the paper's own
+    published rows (marked), and notes naming the test set, the implementations' sources and our choices."""
+    from honestface.metrics.protocols import SCORES, get_protocol
+
+    s = result.summary()
+    p = get_protocol(result.protocol)
+    block = s["protocol"]
+    headers = [c.label + ("↑" if higher_is_better_key(s, c.key) else "↓") for c in p.columns]
+    if p.score:
+        headers.append("Score↑")
+    lines = [f"{p.title} — test set: {result.test_set or 'not given'}", "",
+             "| Method | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+    for m in s["methods"]:
+        cells = []
+        for c in p.columns:
+            v = block["values"][m].get(c.key)
+            text = fmt(v) if v is not None else "–"
+            cells.append(f"**{text}**" if c.key in s["higher_is_better"] and m in _best(s, c.key) else text)
+        if p.score:
+            cells.append(fmt(block["score"]["methods"][m]["value"]))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for m, row in p.published.items():
+        cells = ["–" if v is None else fmt(v) for v in row]
+        if p.score:
+            cells.append(fmt(SCORES[p.score](dict(zip([c.key for c in p.columns], row)))[0]))
+        lines.append(f"| {m} (published, {p.published_test_set}) | " + " | ".join(cells) + " |")
+    notes = []
+    for c in p.columns:
+        why = s["skipped"].get(c.key, s["skipped"].get(c.metric))
+        if why is not None:
+            notes.append(f"{c.label} not computed: {why}")
+            continue
+        ref = s.get("fid_references", {}).get(c.key)
+        impl = s["implementations"].get(c.metric, {}).get("implementation", "not computed")
+        notes.append(f"{c.label}: {impl}" + (f" vs {ref['path']}" if ref else ""))
+    notes += list(p.notes) + [f"pyiqa {s['software'].get('pyiqa')}, torch {s['software'].get('torch')}"]
+    if p.score:
+        notes += [f"score of {m}: {v['missing']}" for m, v in block["score"]["methods"].items() if v["missing"]]
+    notes += result.warnings
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def higher_is_better_key(summary: dict[str, Any], key: str) -> bool:
+    from honestface.metrics.suite import higher_is_better
+
+    return summary["higher_is_better"].get(key, higher_is_better(key))
 
 
 def write_csv(result: Any, path: Path) -> Path:
@@ -232,7 +330,7 @@ def _summary_html(s: dict[str, Any]) -> str:
         cells = []
         for c in cols:
             st = ms["metrics"][c]
-            text = html.escape(fmt(st["mean"]))
+            text = html.escape(fmt(st["value"]))
             text = f"<b>{text}</b>" if m in _best(s, c) else text
             if st["failures"]:
                 reasons = html.escape("; ".join(f"{r} ×{n}" for r, n in st["failure_reasons"].items()), quote=True)
@@ -289,6 +387,13 @@ def write_html(result: Any, output: Path, thumbnail: int = 160, histograms: dict
         body.append("<tr>" + "".join(cells) + "</tr>")
     info = [f"ground truth: {html.escape(str(result.gt))}", f"{len(result.rows[methods[0]])} images"]
     info += [f"{html.escape(k)}: {html.escape(str(v))}" for k, v in result.backends.items()]
+    if result.protocol:
+        info.insert(0, f"protocol: {html.escape(s['protocol']['title'])}")
+    info.insert(0, f"test set: {html.escape(result.test_set or 'not given')}")
+    impl = "".join(f"<li>{html.escape(label(n))}: {html.escape(d['implementation'])}"
+                   + "".join(f"; {html.escape(k)} sha256 {html.escape(str(w['sha256']))}"
+                             for k, w in d.get("weights", {}).items()) + "</li>"
+                   for n, d in result.implementations.items())
     skipped = "".join(f"<li>{html.escape(n)}: {html.escape(why)}</li>" for n, why in result.skipped.items())
     hist = "".join(f"<img src='{html.escape(rel(p), quote=True)}' alt='{html.escape(c)}' style='display:inline'>"
                    for c, p in (histograms or {}).items())
@@ -296,9 +401,10 @@ def write_html(result: Any, output: Path, thumbnail: int = 160, histograms: dict
 <html><head><meta charset="utf-8"><title>honestface evaluation</title><style>{STYLE}</style></head><body>
 <h1>Evaluation</h1>
 <p>{' · '.join(info)}</p>
-<h2>Summary (mean over images)</h2>
+<h2>Summary (mean over images; published metrics: their script's aggregate)</h2>
 {_summary_html(s)}
 {f'<h3>Skipped metrics</h3><ul>{skipped}</ul>' if skipped else ''}
+{f'<h3>Implementations</h3><ul>{impl}</ul>' if impl else ''}
 {f'<h2>Distributions</h2><div>{hist}</div>' if hist else ''}
 <h2>Per image</h2>
 <p>Click a metric to sort (first click: worst first). Outputs show GT landmarks in green, detected ones in red.</p>
@@ -321,7 +427,11 @@ def write_reports(result: Any, output: str | Path, thumbnail: int = 160, config:
     paths = {"per-image CSV": write_csv(result, output / "per_image.csv")}
     summary = _json_safe(result.summary())
     paths["summary JSON"] = atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
-    paths["markdown table"] = atomic_write_text(output / "table.md", markdown_table(result))
+    if result.protocol:  # table.md in the paper's shape; every column computed in table_all.md
+        paths["markdown table"] = atomic_write_text(output / "table.md", protocol_table(result))
+        paths["all-metrics table"] = atomic_write_text(output / "table_all.md", markdown_table(result))
+    else:
+        paths["markdown table"] = atomic_write_text(output / "table.md", markdown_table(result))
     hists = write_histograms(result, output / "assets" / "histograms")
     paths["HTML report"] = write_html(result, output, thumbnail, hists)
     if config is not None:

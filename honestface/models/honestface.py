@@ -26,10 +26,14 @@ OSDFace compatibility (`use_ide=False`: p = p_L only, no IDE, no fusion) runs th
 `osdface_lora` folder, t = 399, posterior sampling with seed 114:
 `HonestFace.from_preset("sd21", use_ide=False, osdface_weights=True, with_discriminator=False)` does all of it.
 
-Serialisation (our format): `save_pretrained(dir)` writes `honestface_config.json` (component configs + where the
-frozen parts come from: registry names and paths), `pytorch_lora_weights.safetensors` (diffusers/OSDFace LoRA
-layout), `honestface_modules.safetensors` (projection, IDE heads, fusion, discriminator head), and, only for frozen
-parts without an external source (random tiny models), `frozen.safetensors`.
+Native settings (`native_settings`, `honestface.models.native`): the face resolution, the input resize and the
+timestep the model works at; presets set them (sd21: 512 px, OSDFace's bilinear resize, t = 399; tiny: 64 px) and
+`save_pretrained` records them, so pipelines never take the face size from the VAE's `sample_size`.
+
+Serialisation (our format): `save_pretrained(dir)` writes `honestface_config.json` (component configs, native
+settings, where the frozen parts come from: registry names and paths), `pytorch_lora_weights.safetensors`
+(diffusers/OSDFace LoRA layout), `honestface_modules.safetensors` (projection, IDE heads, fusion, discriminator
+head), and, only for frozen parts without an external source (random tiny models), `frozen.safetensors`.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from torch import nn
 
 from honestface.models.discriminator import LatentDiscriminator, canonical_unet_key
 from honestface.models.generator import LORA_FILE, OneStepGenerator
+from honestface.models.native import NativeSettings, fallback_native_settings
 
 __all__ = ["HonestFace", "HonestFaceOutput", "ReferenceFeatures"]
 
@@ -97,13 +102,17 @@ class HonestFace(nn.Module):
         sources: where frozen parts come from, `{part: {"weights": registry name, "path": str | None}}` for parts in
             ("generator", "vre", "identity_backbone", "image_backbone"); parts without a source are stored in the
             saved folder.
+        native: resolution and resize the model works at (`NativeSettings` or its dict; the timestep is the
+            generator's). None: the VRE's input size (else its resolution), with OSDFace's bilinear resize when the
+            VRE is OSDFace's (`input_transform="osdface"`), else "area_cubic".
     """
 
     def __init__(self, generator: OneStepGenerator, vre: nn.Module, face_identity_encoder: nn.Module | None = None,
                  facial_feature_extractor: nn.Module | None = None, fusion: nn.Module | None = None,
                  identity_backbone: nn.Module | None = None, image_backbone: nn.Module | None = None,
                  discriminator: LatentDiscriminator | None = None,
-                 sources: dict[str, dict[str, Any]] | None = None) -> None:
+                 sources: dict[str, dict[str, Any]] | None = None,
+                 native: NativeSettings | dict[str, Any] | None = None) -> None:
         super().__init__()
         ide = (face_identity_encoder, facial_feature_extractor, fusion, identity_backbone, image_backbone)
         if any(m is None for m in ide) and any(m is not None for m in ide):
@@ -118,6 +127,7 @@ class HonestFace(nn.Module):
         if unknown:
             raise ValueError(f"unknown source part {min(unknown)!r}; allowed: {', '.join(FROZEN_PARTS)}")
         self._check_dims()
+        self.native = native  # type: ignore[assignment]  (the setter normalises it)
         self.vre.requires_grad_(False)
         self.vre.freeze_backbone()
         self.vre.projection.requires_grad_(True)
@@ -151,6 +161,23 @@ class HonestFace(nn.Module):
         for name, value in width.items():
             if value != ctx:
                 raise ValueError(f"{name} = {value} must equal the UNet cross_attention_dim = {ctx}")
+
+    @property
+    def native(self) -> NativeSettings:
+        return self._native
+
+    @native.setter
+    def native(self, value: NativeSettings | dict[str, Any] | None) -> None:
+        if value is None:
+            value = fallback_native_settings(self.vre.config)
+        elif isinstance(value, dict):
+            value = NativeSettings.from_dict({k: v for k, v in value.items() if k != "timestep"})
+        self._native = value.replace(timestep=None)
+
+    @property
+    def native_settings(self) -> NativeSettings:
+        """Resolution, input resize and timestep this model works at (what the pipelines use by default)."""
+        return self._native.replace(timestep=self.generator.timestep)
 
     @property
     def use_ide(self) -> bool:
@@ -339,6 +366,7 @@ class HonestFace(nn.Module):
         from honestface.models import presets
 
         cfg: dict[str, Any] = {"format": "honestface", "version": 1, "use_ide": self.use_ide,
+                               "native": self.native_settings.to_dict(),
                                "sources": self.sources, "generator": self.generator.config,
                                "vre": presets.plain_config(self.vre.config),
                                "discriminator": None if self.discriminator is None

@@ -72,11 +72,13 @@ CLIP_VIT_H14_VISION_CONFIG: dict[str, Any] = {
     "image_size": 224, "patch_size": 14, "projection_dim": 1024, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
 }
 
+# native: the face resolution and input resize (honestface.models.native). sd21 = OSDFace's released inference
+# (512 px, bilinear; its UNet/VAE files say sample_size 768 / 64 latents, never used as the face size); tiny = 64 px.
 _PRESETS: dict[str, dict[str, Any]] = {
     "sd21": {"unet": SD21_UNET_CONFIG, "vae": SD21_VAE_CONFIG, "clip": CLIP_VIT_H14_VISION_CONFIG, "vre": "osdface",
-             "ide": "sd21", "iresnet": "ir50", "id_dim": 512},
+             "ide": "sd21", "iresnet": "ir50", "id_dim": 512, "native": {"resolution": 512, "resize": "bilinear"}},
     "tiny": {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG, "clip": TINY_CLIP_VISION_CONFIG, "vre": "tiny",
-             "ide": "tiny", "iresnet": None, "id_dim": 16},
+             "ide": "tiny", "iresnet": None, "id_dim": 16, "native": {"resolution": 64, "resize": "area_cubic"}},
 }
 _PARTS = ("generator", "vre", "identity_backbone", "image_backbone")
 _GENERATOR_KEYS = ("lora_rank", "lora_alpha", "lora_target_modules", "lora_dropout", "timestep", "encode_mode",
@@ -135,7 +137,8 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
                      face_identity_encoder: dict[str, Any] | None = None,
                      facial_feature_extractor: dict[str, Any] | None = None, fusion: dict[str, Any] | None = None,
                      discriminator: dict[str, Any] | None = None, vae_path: str | None = None,
-                     vre_path: str | None = None, **generator_options: Any):
+                     vre_path: str | None = None, resolution: int | None = None, resize: str | None = None,
+                     **generator_options: Any):
     """Build HonestFace preset `name` ("sd21" | "tiny").
 
     pretrained: load the external weights (default: True for "sd21"; "tiny" has none), or the names of the parts
@@ -146,7 +149,8 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
     unet / vae: config overrides for random init; vre, face_identity_encoder, facial_feature_extractor, fusion,
     discriminator: constructor overrides. vae_path / vre_path: a trained `AutoencoderKL` folder / a
     `VisualRepresentationEmbedder` folder (the `vae` and `vre` training stages export them) used, frozen, instead of
-    random ones (the small-scale recipe). Remaining keywords are generator options (lora_rank, lora_alpha,
+    random ones (the small-scale recipe). resolution / resize: the native face size and input resize (default: the
+    preset's, see `_PRESETS`). Remaining keywords are generator options (lora_rank, lora_alpha,
     lora_target_modules, lora_dropout, timestep, encode_mode, prediction_type, train_base).
     """
     from honestface.models.honestface import HonestFace
@@ -222,7 +226,9 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
                                                      "num_feature_tokens": ffe.config.num_queries, **(fusion or {})})
             parts = {"face_identity_encoder": fie, "facial_feature_extractor": ffe, "fusion": fus,
                      "identity_backbone": ident, "image_backbone": image}
-    return HonestFace(gen, vre_model, discriminator=disc, sources=sources, **parts).eval()
+    native = {**spec["native"], **({} if resolution is None else {"resolution": int(resolution)}),
+              **({} if resize is None else {"resize": resize})}
+    return HonestFace(gen, vre_model, discriminator=disc, sources=sources, native=native, **parts).eval()
 
 
 def _take(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -311,7 +317,9 @@ def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: b
             parts[part] = classes[part](**cfg[part])
             load_into(parts[part], _take(modules, f"{part}."), part, folder)
         parts.update(identity_backbone=ident, image_backbone=image)
-    model = HonestFace(gen, vre, discriminator=disc, sources=sources, **parts)
+    # folders saved before native settings were recorded: HonestFace's fallback (the VRE's size, OSDFace's resize
+    # for OSDFace's VRE); never the VAE's sample_size
+    model = HonestFace(gen, vre, discriminator=disc, sources=sources, native=cfg.get("native"), **parts)
     check_materialised(model, str(folder))
     if torch_dtype is not None:
         model.to(dtype=torch_dtype)  # the parts loaded from their sources, the LoRA, buffers

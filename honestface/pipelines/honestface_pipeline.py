@@ -16,6 +16,10 @@ Our choices:
   aligned input/output crops (same size) with the pool's identity encoder.
 - Photo mode: the output keeps every pixel outside the pasted faces' masks bit for bit (without upscaling);
   `RestorationOutput.masks` holds the union of the pasted masks.
+- Resolution and input resize are the model's native settings (`model.native_settings`: OSDFace 512 px with its
+  bilinear resize, see `honestface.models.native`); `resolution=` / `resize=` override them
+  (`resolution_source` says which). The VAE's `sample_size` is never used as the face size. Outputs of aligned
+  mode are resized back to the input size (area / cubic).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
+from honestface.models.native import RESIZE_METHODS, face_tensor
 from honestface.pipelines.color import COLOR_FIXES, apply_color_fix
 
 # Default reference-matching thresholds (identity cosine) per identity encoder. Measured on the bundled photos for
@@ -116,16 +121,21 @@ def build_face_models(detector: Any, landmarker: Any, identity: Any, device: Any
 class HonestFacePipeline:
     """Restoration with a HonestFace model (`__call__`). Build with `from_pretrained(model_dir)` or from parts:
     model (HonestFace), detector / landmarker (photo mode), identity_encoder (reference matching and similarities;
-    default: dlib, built when first needed), resolution (default: the VAE's sample size)."""
+    default: dlib, built when first needed), resolution / resize (default: the model's native settings)."""
 
     def __init__(self, model: Any, detector: Any = None, landmarker: Any = None, identity_encoder: Any = None,
-                 resolution: int | None = None, cache_size: int = 64) -> None:
+                 resolution: int | None = None, cache_size: int = 64, resize: str | None = None) -> None:
         self.model = model.eval()
         self.model.requires_grad_(False)
         self.detector, self.landmarker, self.identity_encoder = detector, landmarker, identity_encoder
-        self.resolution = int(resolution or model.vae.config.sample_size)
-        if self.resolution % 8:
-            raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
+        native = model.native_settings
+        self.resolution = int(native.resolution if resolution is None else resolution)
+        self.resolution_source = "model" if resolution is None else "override"
+        self.resize = native.resize if resize is None else resize
+        if self.resolution < 8 or self.resolution % 8:
+            raise ValueError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {self.resize!r}")
         self.cache_size = int(cache_size)
         self._ref_cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
 
@@ -328,20 +338,21 @@ class HonestFacePipeline:
         if key in self._ref_cache:
             self._ref_cache.move_to_end(key)
             return self._ref_cache[key]
-        r = self.resolution
-        crops = np.stack([_resize(job.pool.crops[i], r, r) for i in chosen])  # (k, R, R, 3) uint8
-        refs = torch.from_numpy(crops).permute(0, 3, 1, 2)[None].float().div(127.5).sub(1.0)  # (1, k, 3, R, R)
+        refs = torch.stack([self._face_tensor(job.pool.crops[i]) for i in chosen])[None]  # (1, k, 3, R, R)
         feats = self.model.encode_references(refs.to(self.device, self.dtype))
         self._ref_cache[key] = feats
         while len(self._ref_cache) > self.cache_size:
             self._ref_cache.popitem(last=False)
         return feats
 
+    def _face_tensor(self, face: np.ndarray) -> torch.Tensor:
+        """(h, w, 3) uint8 face -> (3, R, R) float32 in [-1, 1] by the pipeline's resize (the model's native one)."""
+        return face_tensor(face, self.resolution, self.resize)
+
     def _restore_batch(self, jobs: list[_Job], k_max: int, seed: int, color_fix: str) -> None:
-        r = self.resolution
-        lq01 = torch.from_numpy(np.stack([_resize(j.lq, r, r) for j in jobs])).permute(0, 3, 1, 2).float() / 255.0
-        lq = (lq01 * 2 - 1).to(self.device, self.dtype)  # (B, 3, R, R) in [-1, 1]
-        x_hat = self._predict(lq, jobs, k_max, seed)  # (B, 3, R, R) in [-1, 1]
+        lq = torch.stack([self._face_tensor(j.lq) for j in jobs])  # (B, 3, R, R) float32 in [-1, 1]
+        lq01 = (lq + 1) / 2
+        x_hat = self._predict(lq.to(self.device, self.dtype), jobs, k_max, seed)  # (B, 3, R, R) in [-1, 1]
         out = (x_hat.float().clamp(-1, 1) + 1) / 2
         out = apply_color_fix(color_fix, out, lq01.to(out.device)).clamp(0, 1)  # (B, 3, R, R) in [0, 1]
         out_np = out.permute(0, 2, 3, 1).cpu().numpy()  # (B, R, R, 3)

@@ -26,6 +26,9 @@ pipeline itself is `honestface.pipelines.HonestFacePipeline`, or `VSPBFRPipeline
   `infer.min_input_size` (16 px: below that a 512 face would be upscaled > 32x), no face found in photo mode, no
   face big enough (`face.min_size`), missing references, or an error of the pipeline on that file (a batch that
   fails is retried one file at a time so only the culprit fails). Exit code 1 when anything failed.
+- Resolution: the model's native one (its saved config: OSDFace 512, VSPBFR its restoration size; never the VAE's
+  `sample_size`) unless `infer.resolution` overrides it; `results.json` records the effective `resolution`, its
+  `resolution_source` ("model" or "override"), the `resize` and the `timestep`.
 - `results.json` (atomically written): run settings, counts, and per input: status ok / failed / skipped, reason,
   seconds (its share of the batch's pipeline time plus its own read / write time), sizes, references and per face
   box, score, restored, reason, references, blind and identity similarities. Each process also keeps its part up
@@ -184,7 +187,7 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
     cls = VSPBFRPipeline if vspbfr else HonestFacePipeline
     pipe = cls.from_pretrained(cfg.model.pretrained, weights=weights or None, detector=detector,
                                identity=None if vspbfr else cfg.face.identity, device=device,
-                               dtype=getattr(torch, _DTYPES[cfg.infer.precision]))
+                               dtype=getattr(torch, _DTYPES[cfg.infer.precision]), resolution=cfg.infer.resolution)
     pipe.merge_lora()
     if not vspbfr:
         if cfg.infer.channels_last:
@@ -345,9 +348,19 @@ def _attempt(pipe: Any, cfg: DictConfig, group: list[tuple[dict[str, Any], np.nd
 
 def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, reference_mode: str,
              num_processes: int) -> dict[str, Any]:
+    from honestface.models.native import read_native_settings
+
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "failed", "skipped")}
+    try:
+        native = read_native_settings(cfg.model.pretrained).to_dict()
+    except (OSError, ValueError, KeyError):  # nothing was loaded (all skipped) from a folder without a config
+        native = {"resolution": None, "resize": None, "timestep": None}
+    override = cfg.infer.resolution is not None
     return {"version": 1, "input": cfg.infer.input, "output": cfg.infer.output, "model": cfg.model.pretrained,
             "architecture": model_architecture(cfg),
+            "resolution": int(cfg.infer.resolution) if override else native["resolution"],
+            "resolution_source": "override" if override else "model", "resize": native["resize"],
+            "timestep": native["timestep"],
             "mode": cfg.infer.mode, "references": cfg.infer.references, "reference_mode": reference_mode,
             "device": cfg.infer.device, "precision": cfg.infer.precision, "batch_size": cfg.infer.batch_size,
             "seed": cfg.infer.seed, "num_processes": num_processes, "seconds": round(time.time() - started, 3),
@@ -363,6 +376,13 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
             raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
     if not Path(cfg.model.pretrained).is_dir():
         raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model)")
+    if model_architecture(cfg) == "vspbfr" and icfg.resolution is not None:
+        from honestface.models.native import read_native_settings
+
+        size = read_native_settings(cfg.model.pretrained).resolution
+        if int(icfg.resolution) != size:
+            raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a VSPBFR model runs at its restoration "
+                                      f"size {size} only (--resolution)")
     if model_architecture(cfg) == "vspbfr" and icfg.references is not None:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"warning: VSPBFR is blind: ignoring the references {icfg.references} (infer.references)",

@@ -9,7 +9,8 @@ detection and FFHQ alignment, colour fix, paste-back with a soft mask, upscaling
 Our choices:
 - VSPBFR is blind: `references` are accepted so both pipelines are interchangeable, ignored with a one-time
   warning, and every face says so (`FaceInfo.blind=True`, no references, `reason` names the ignored references).
-- The working resolution is the model's (`model.size`, 512 for the released model); faces are resized to it.
+- The working resolution is the model's (`model.size`, 512 for the released model); faces are resized to it
+  with the model's native resize (the released test loader's Lanczos, `model.native_settings`) unless `resize=`.
 - Seeded: each face gets its own CPU `torch.Generator(seed)` for the diffusion start codes, the random codes z,
   style mixing and every noise injection, so a face's output depends on neither its batch neighbours nor the batch
   size (see the model's docstring for how the batch is kept out of it).
@@ -43,12 +44,14 @@ class VSPBFRPipeline(HonestFacePipeline):
     (must be the model's size when given), mixing (style-mixing probability of the random codes)."""
 
     def __init__(self, model: Any, detector: Any = None, landmarker: Any = None, identity_encoder: Any = None,
-                 resolution: int | None = None, cache_size: int = 64, mixing: float = 0.5) -> None:
+                 resolution: int | None = None, cache_size: int = 64, mixing: float = 0.5,
+                 resize: str | None = None) -> None:
         if resolution is not None and int(resolution) != model.size:
             raise ValueError(f"VSPBFR works at its model size {model.size}; got resolution={resolution}")
         if not 0.0 <= mixing <= 1.0:
             raise ValueError(f"mixing must be a probability in [0, 1], got {mixing}")
-        super().__init__(model, detector, landmarker, identity_encoder, resolution=model.size, cache_size=cache_size)
+        super().__init__(model, detector, landmarker, identity_encoder, resolution=resolution, cache_size=cache_size,
+                         resize=resize)
         self.mixing = float(mixing)
         self._warned = False
 

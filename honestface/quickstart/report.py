@@ -32,8 +32,9 @@ HONEST_NOTES = ("Honest notes: the references are augmented views (crop, scale, 
                 "VRE are the recipe's own short earlier stages, and the metrics use the bundled dlib landmarks and "
                 "128-D identity embedding. The numbers show the library working end to end, not the paper's "
                 "quality.")
-LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lmd": "LMD (px)", "ald": "ALD", "ald_e": "ALD-e", "ald_m": "ALD-m",
-          "ids": "identity cosine to GT (dlib)", "ref_ids": "identity cosine to references (dlib)"}
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM (pyiqa: luma)", "lmd_dlib68": "LMD, dlib 68 points (px)", "ald": "ALD",
+          "ald_e": "ALD-e", "ald_m": "ALD-m", "ids_dlib": "identity cosine to GT (dlib)",
+          "ref_ids": "identity cosine to references (dlib)"}
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

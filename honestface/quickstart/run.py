@@ -31,7 +31,7 @@ __all__ = ["QUICKSTART_METRICS", "QuickstartResult", "check_output_folder", "deg
 
 STAMP = "quickstart.json"
 DEGRADATION = "tiny"  # the held-out faces' degradation: the one configs/tiny/*.yaml train with
-QUICKSTART_METRICS = ("psnr", "ssim", "lmd", "ald", "ids", "ref_ids")
+QUICKSTART_METRICS = ("psnr", "ssim", "lmd_dlib68", "ald", "ids_dlib", "ref_ids")  # names: docs/metrics.md
 
 
 @dataclass

@@ -5,7 +5,7 @@ Learning Using Diffusion Models for Blind Face Restoration", arXiv 2412.21042, F
 Gaussian codes w^T, T reverse steps conditioned on w_hat = E(LQ) give the visual style prompt w^0 (B, 18, 512).
 The paper body was not reachable; every fact below comes from the released code (LonglongaaaGo/VSPBFR,
 `models/CodeDiffuser.py`, `ldm/ddpm.py`, `code_diffuser_train.py`, `restoration_test.py`), summarised in
-/work/shared/reference/vspbfr.md section 3. The code here is our own.
+docs/architecture.md#vspbfr. The code here is our own.
 
 Two parts:
 

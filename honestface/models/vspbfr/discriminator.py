@@ -1,12 +1,16 @@
 """StyleGAN2 ResNet discriminator with minibatch standard deviation: VSPBFR's stage-2 discriminator.
 
-Paper component: the discriminator D of VSPBFR (Lu et al., arXiv 2412.21042, Fig. 1 (d)); in the released code a
-StyleGAN2 ResNet discriminator at 512 px (/work/shared/reference/vspbfr.md section 7): 1x1 fromRGB ConvLayer,
-one ResBlock per resolution down to 4x4, minibatch stddev (group 4, 1 feature), a 3x3 ConvLayer, then
+Paper component: the discriminator D of VSPBFR (Lu et al., arXiv 2412.21042, Fig. 1 (d)); in the released code
+(LonglongaaaGo/VSPBFR `models/RestoreNet.py:Discriminator`) a StyleGAN2 ResNet discriminator at 512 px: 1x1 fromRGB
+ConvLayer, one ResBlock per resolution down to 4x4, minibatch stddev (group 4, 1 feature), a 3x3 ConvLayer, then
 EqualLinear(C*16 -> C, leaky ReLU) and EqualLinear(C -> 1). Architecture from Karras et al., "Analyzing and Improving
 the Image Quality of StyleGAN" (CVPR 2020); parameter names from the rosinality port
-(github.com/rosinality/stylegan2-pytorch, `Discriminator`: `convs.*`, `final_conv.*`, `final_linear.*`), so the `d`
-entry of the VSPBFR restoration checkpoint loads without a key map.
+(github.com/rosinality/stylegan2-pytorch, `Discriminator`: `convs.*`, `final_conv.*`, `final_linear.*`).
+
+The released VSPBFR class names the same layers differently: `encoder_input_convs.*` (the fromRGB ConvLayer) and
+`encoder_convs.<i>.*` (a ModuleList of the ResBlocks) instead of one `convs` Sequential (51 keys at 512 px);
+`convert_official_discriminator_state_dict` maps them onto ours, so the `d` entry of `restoration_net.pt` loads
+strictly, and leaves keys already in our layout (folders and checkpoints of this library) as they are.
 
 Our choices: the stddev group is the largest divisor of the batch size not above `stddev_group` (the reference
 fails on batches not divisible by its group); `channel_max` caps the widths for tiny configs; the input must be
@@ -16,7 +20,7 @@ fails on batches not divisible by its group); `channel_max` caps the widths for 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -25,7 +29,7 @@ from torch import nn
 
 from honestface.models.vspbfr.layers import ConvLayer, EqualLinear, ResBlock, stylegan_channels
 
-__all__ = ["StyleGAN2Discriminator", "minibatch_stddev"]
+__all__ = ["StyleGAN2Discriminator", "convert_official_discriminator_state_dict", "minibatch_stddev"]
 
 
 def minibatch_stddev(x: torch.Tensor, group: int = 4, n_feat: int = 1) -> torch.Tensor:
@@ -94,3 +98,24 @@ class StyleGAN2Discriminator(ModelMixin, ConfigMixin):
         out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)  # (B, C_4 + F, 4, 4)
         out = self.final_conv(out)  # (B, C_4, 4, 4)
         return self.final_linear(out.flatten(1))  # (B, 1)
+
+
+def convert_official_discriminator_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Released VSPBFR `Discriminator` keys -> ours: `encoder_input_convs.*` -> `convs.0.*`, `encoder_convs.<i>.*`
+    -> `convs.<i + 1>.*`; a DDP `module.` prefix is dropped; every other key (ours, `final_conv.*`,
+    `final_linear.*`) is kept. A dict holding both layouts is refused (one ValueError line)."""
+    out: dict[str, torch.Tensor] = {}
+    released = ours = False
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith("encoder_input_convs."):
+            key, released = "convs.0." + key.removeprefix("encoder_input_convs."), True
+        elif key.startswith("encoder_convs."):
+            index, rest = key.removeprefix("encoder_convs.").split(".", 1)
+            key, released = f"convs.{int(index) + 1}.{rest}", True
+        elif key.startswith("convs."):
+            ours = True
+        out[key] = value
+    if released and ours:
+        raise ValueError("discriminator state dict mixes the released layout (encoder_convs.*) with ours (convs.*)")
+    return out

@@ -2,8 +2,8 @@
 
 Paper component: the "restoration network" of Fig. 1(c) in Lu et al., "Visual Style Prompt Learning Using Diffusion
 Models for Blind Face Restoration" (arXiv 2412.21042). The paper body was not reachable, so the architecture follows
-the released code (github.com/LonglongaaaGo/VSPBFR `models/RestoreNet.py`, class `Restoration_net`; facts only, see
-/work/shared/reference/vspbfr.md section 6). With n = n_latent = 2 log2(size) - 2 style slots:
+the released code (github.com/LonglongaaaGo/VSPBFR `models/RestoreNet.py`, class `Restoration_net`; facts only, summary in
+docs/architecture.md#vspbfr). With n = n_latent = 2 log2(size) - 2 style slots:
 
 - random codes z_hat (B, n, style_dim) = mapping(z), z ~ N(0, I) (PixelNorm + n_mlp EqualLinear, lr_mul 0.01); with
   probability `mixing` two codes are drawn and switched at a random crossover in [1, n - 1];

@@ -4,7 +4,7 @@ Paper component: the "SMART layers" (style-modulated aggregation transformation)
 Fig. 1(c) of Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv
 2412.21042, Pattern Recognition 161, 2025). The paper body was not reachable, so the structure follows the released
 code (github.com/LonglongaaaGo/VSPBFR `models/RestoreNet.py`, classes `SMART_layer`, `Dilated_ModulatedConv2d`,
-`LargeConvLayer`; facts only, see /work/shared/reference/vspbfr.md section 5). Despite its name the layer holds no
+`LargeConvLayer`; facts only, summary in docs/architecture.md#vspbfr). Despite its name the layer holds no
 attention; it is an AOT-GAN-style aggregation of dilated StyleGAN2 modulated convolutions:
 
     s = EqualLinear(style_dim -> C_in, bias init 1)(style)               one modulation shared by every branch

@@ -4,8 +4,8 @@ Paper component: the "style encoder" E of the diffusion-based style prompt modul
 Fig. 1a): w_hat = E(resize256(I_LQ)) (B, 18, 512), the condition of the code diffuser. VSPBFR uses e4e's encoder
 (Tov et al., "Designing an Encoder for StyleGAN Image Manipulation", SIGGRAPH 2021) fine-tuned on (LQ, HQ) pairs in
 LonglongaaaGo/e4e_trainer. Facts (layer layout, parameter names, tap points, FPN, progressive deltas) were read from
-omertov/encoder4editing `models/encoders/psp_encoders.py` / `helpers.py` and the e4e_trainer copy, see also
-/work/shared/reference/vspbfr.md section 2; the code here is our own.
+omertov/encoder4editing `models/encoders/psp_encoders.py` / `helpers.py` and the e4e_trainer copy (summary in
+docs/architecture.md#vspbfr); the code here is our own.
 
 Architecture (defaults = IR-SE-50, 256 px input, 18 x 512 output):
 - input layer: conv3x3 (3 -> widths[0], no bias) + BatchNorm + PReLU;

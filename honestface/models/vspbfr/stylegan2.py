@@ -2,8 +2,9 @@
 
 Paper component: the pretrained StyleGAN2 of VSPBFR (Lu et al., arXiv 2412.21042). It decodes the visual style
 prompt w^0 (W+, 18 x 512 at 1024 px) into the "inverted image" G(w^0), and its activations under w^0 are the
-*facial feature bank* (released code, /work/shared/reference/vspbfr.md section 4): the 4x4 output of the first conv,
-then at every resolution 8 .. size the output of the first (upsampling) StyledConv, after noise and activation.
+*facial feature bank* (released code LonglongaaaGo/VSPBFR; summary in docs/architecture.md#vspbfr): the 4x4
+output of the first conv, then at every resolution 8 .. size the output of the first (upsampling) StyledConv, after
+noise and activation.
 
 Architecture: Karras et al., "Analyzing and Improving the Image Quality of StyleGAN" (CVPR 2020), config-f
 (mapping = PixelNorm + n_mlp equalized linears with lr_mul 0.01 and leaky ReLU; 4x4 learned constant; two

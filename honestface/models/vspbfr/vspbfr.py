@@ -1,8 +1,7 @@
 """VSPBFR composite model: style encoder -> code diffuser -> StyleGAN2 feature bank -> restoration network.
 
 Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv
-2412.21042, Fig. 1). The inference chain follows the released code (LonglongaaaGo/VSPBFR `restoration_test.py`,
-facts in /work/shared/reference/vspbfr.md sections 1, 4 and 10):
+2412.21042, Fig. 1). The inference chain follows the released code (LonglongaaaGo/VSPBFR `restoration_test.py`):
   1. w_hat = E(resize(LQ)) (B, n_latent_sg, D): the style encoder (e4e, 256 px input, + latent_avg);
   2. w0 = the code diffuser's deterministic T-step chain from Gaussian codes, conditioned on w_hat (the "visual style
      prompt");
@@ -10,7 +9,9 @@ facts in /work/shared/reference/vspbfr.md sections 1, 4 and 10):
      facial feature bank (the first StyledConv of every resolution);
   4. the restoration network G(LQ, w0[:, :n_latent], bank, z): its decoder uses the bank entries at 8 .. size px.
 `VSPBFR_PRESETS["full"]` is the released configuration (StyleGAN2-FFHQ 1024 / W+ 18 x 512, IR-SE-50 encoder at 256,
-code diffuser 18 x 512 with T = 4, restoration and discriminator at 512); "tiny" is a CPU test size.
+code diffuser 18 x 512 with T = 4, restoration and discriminator at 512); "tiny" is a CPU test size. Native settings
+(`native_settings`, `honestface.models.native`): the restoration size as the face resolution and the released test
+loader's Lanczos resize (`dataset.py:ImageFolder_restore_test_no_gt`); recorded in the saved config.
 
 Our choices:
 - Randomness (diffusion start, StyleGAN2 and restoration noise injection, random codes z and the style-mixing draw)
@@ -31,7 +32,10 @@ Our choices:
   the part name). `from_pretrained` builds on the meta device and assigns the loaded tensors (fast at full size).
 - `from_official` maps the three released checkpoints (HF `Wanglong2/VSPBFR`: `style_encoder_decoder.pt`,
   `code_diffuser.pt`, `restoration_net.pt`) through the per-part loaders; missing files raise the weights
-  registry's one-line error (registry names vspbfr_style_encoder, vspbfr_code_diffuser, vspbfr_restoration).
+  registry's one-line error (registry names vspbfr_style_encoder, vspbfr_code_diffuser, vspbfr_restoration). The
+  files hold the training scripts' extras (an argparse Namespace `args`, optimiser states), which the weights-only
+  loader reads as plain data (`honestface.weights.load_checkpoint`); the discriminator `d` is in the released
+  layout (`encoder_convs.*`), mapped by `convert_official_discriminator_state_dict`.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from honestface.models.native import NativeSettings
 from honestface.models.vspbfr.code_diffuser import CodeDiffuser, WPlusDiffusion, load_official_code_diffuser
-from honestface.models.vspbfr.discriminator import StyleGAN2Discriminator
+from honestface.models.vspbfr.discriminator import StyleGAN2Discriminator, convert_official_discriminator_state_dict
 from honestface.models.vspbfr.layers import NoiseInjection, sample_noise
 from honestface.models.vspbfr.restoration_net import RestorationNetwork, load_official_restoration_state_dict
 from honestface.models.vspbfr.style_encoder import StyleEncoder, load_e4e_state_dict
@@ -151,13 +156,22 @@ class VSPBFR(nn.Module):
     def __init__(self, style_encoder: StyleEncoder, stylegan: StyleGAN2Generator, code_diffuser: CodeDiffuser,
                  restoration: RestorationNetwork, diffusion: Mapping[str, Any] | None = None,
                  discriminator: StyleGAN2Discriminator | None = None,
-                 frozen_parts: Sequence[str] = FROZEN_PARTS) -> None:
+                 frozen_parts: Sequence[str] = FROZEN_PARTS,
+                 native: NativeSettings | Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.style_encoder, self.stylegan, self.code_diffuser = style_encoder, stylegan, code_diffuser
         self.restoration, self.discriminator = restoration, discriminator
         self.diffusion_kwargs = dict(diffusion if diffusion is not None else VSPBFR_PRESETS["full"]["diffusion"])
         self.diffusion = WPlusDiffusion(**self.diffusion_kwargs)
         self._check_parts()
+        if native is None:
+            native = NativeSettings(restoration.size, "lanczos")
+        elif isinstance(native, Mapping):
+            native = NativeSettings.from_dict(dict(native))
+        if native.resolution != restoration.size or native.timestep is not None:
+            raise ValueError(f"VSPBFR works at its restoration size {restoration.size} with no timestep; got native "
+                             f"settings {native.to_dict()}")
+        self.native_settings = native
         self.frozen_parts = tuple(frozen_parts)
         self.train(False)
 
@@ -219,7 +233,8 @@ class VSPBFR(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         """What `save_pretrained` writes to vspbfr_config.json."""
-        cfg: dict[str, Any] = {"format": "vspbfr", "version": 1, "diffusion": dict(self.diffusion_kwargs)}
+        cfg: dict[str, Any] = {"format": "vspbfr", "version": 1, "diffusion": dict(self.diffusion_kwargs),
+                               "native": self.native_settings.to_dict()}
         for name in MODULE_PARTS:
             part = getattr(self, name)
             cfg[name] = None if part is None else _plain(dict(part.config))
@@ -306,7 +321,8 @@ class VSPBFR(nn.Module):
         with ctx:
             parts = {name: _CLASSES[name](**dict(config[name])) for name in MODULE_PARTS
                      if config.get(name) is not None}
-        return cls(diffusion=dict(config["diffusion"]), discriminator=parts.pop("discriminator", None), **parts)
+        return cls(diffusion=dict(config["diffusion"]), discriminator=parts.pop("discriminator", None),
+                   native=config.get("native"), **parts)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write `vspbfr_config.json` and `vspbfr.safetensors` (every part; the discriminator when present)."""
@@ -367,7 +383,9 @@ class VSPBFR(nn.Module):
         `vspbfr_restoration` under $HONESTFACE_HOME); a missing file raises MissingWeightError naming its config key.
         style_encoder_decoder.pt: {'state_dict': {'encoder.*', 'decoder.*'}, 'latent_avg'} -> style encoder and
         StyleGAN2 (rosinality keys under 'decoder.'); code_diffuser.pt: {'att_mapper'}; restoration_net.pt: {'g',
-        'd', 'g_ema'} -> `key` ('g_ema': the evaluation model) and, with_discriminator, 'd'.
+        'd', 'g_ema', 'g_optim', 'd_optim', 'args', 'ada_aug_p', 'iter'} -> `key` ('g_ema': the evaluation model)
+        and, with_discriminator, 'd' (released `encoder_convs.*` keys or ours). To continue training from the
+        released files, save the result (`save_pretrained`) and give that folder as `model.pretrained`.
         """
         from honestface.weights import check_state_dict, load_checkpoint, resolve_weight
 
@@ -390,7 +408,7 @@ class VSPBFR(nn.Module):
         if with_discriminator:
             if not isinstance(rest, Mapping) or not isinstance(rest.get("d"), Mapping):
                 raise ValueError(f"{files['vspbfr_restoration']}: no 'd' (discriminator) entry")
-            d_state = {k.removeprefix("module."): v for k, v in rest["d"].items()}
+            d_state = convert_official_discriminator_state_dict(rest["d"])  # released or our key layout
             check_state_dict(model.discriminator, d_state, str(files["vspbfr_restoration"]) + " ['d']",
                              "the discriminator")
             model.discriminator.load_state_dict(d_state, strict=True)

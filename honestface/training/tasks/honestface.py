@@ -138,6 +138,7 @@ class HonestFaceTask(TrainingTask):
             model = HonestFace.from_pretrained(cfg.model.pretrained, weights=dict(cfg.weights))
         else:
             model = HonestFace.from_preset(cfg.model.preset or "sd21", weights=dict(cfg.weights), **params)
+        model.native = model.native.replace(resolution=int(cfg.data.resolution))  # the size it is trained at
         if cfg.train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         self._module = HonestFaceTrainingModule(model, cfg)

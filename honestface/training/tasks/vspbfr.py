@@ -2,7 +2,7 @@
 
 Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv 2412.21042).
 The paper's training details were not reachable; the recipe follows the released code (LonglongaaaGo/VSPBFR
-`code_diffuser_train.py`, `restoration_train.py`; facts in /work/shared/reference/vspbfr.md sections 1, 3 and 9). The
+`code_diffuser_train.py`, `restoration_train.py`; summary in docs/architecture.md#vspbfr). The
 code is our own. Stage 0 (`vspbfr_encoder`) is in `vspbfr_encoder.py`, stage 2 (`vspbfr_restoration`) in
 `vspbfr_restoration.py`. Every stage trains one part of a `VSPBFR` (built from `model.preset` + `model.params`
 per-part overrides, or loaded from the `model.pretrained` folder of an earlier stage), freezes the others explicitly

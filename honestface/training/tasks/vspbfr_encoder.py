@@ -1,8 +1,8 @@
 """VSPBFR training stage 0 (`vspbfr_encoder`): fine-tune the e4e style encoder on (LQ, HQ) pairs.
 
 Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv
-2412.21042); the stage is the released encoder trainer LonglongaaaGo/e4e_trainer (facts: /work/shared/reference/
-vspbfr.md section 2), i.e. e4e (Tov et al., "Designing an Encoder for StyleGAN Image Manipulation", SIGGRAPH 2021;
+2412.21042); the stage is the released encoder trainer LonglongaaaGo/e4e_trainer (facts read from its
+sources; docs/architecture.md#vspbfr), i.e. e4e (Tov et al., "Designing an Encoder for StyleGAN Image Manipulation", SIGGRAPH 2021;
 facts from github.com/omertov/encoder4editing `training/coach.py` and `models/discriminator.py`) with (LQ, HQ) pairs.
 The code is our own; what the stages share (model, freezing, data, seeding, export) is in `vspbfr.py`.
 

@@ -1,8 +1,8 @@
 """VSPBFR training stage 2 (`vspbfr_restoration`): the restoration network G and the StyleGAN2 discriminator D.
 
 Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv 2412.21042,
-Fig. 1 (c), (d)). The recipe follows the released `restoration_train.py` (LonglongaaaGo/VSPBFR; facts in
-/work/shared/reference/vspbfr.md section 9), which is the rosinality StyleGAN2 training loop; the code is our own.
+Fig. 1 (c), (d)). The recipe follows the released `restoration_train.py` (LonglongaaaGo/VSPBFR; summary in
+docs/architecture.md#vspbfr), which is the rosinality StyleGAN2 training loop; the code is our own.
 Shared parts (model loading, freezing, data, seeding, export) are in `vspbfr.py`.
 
 Per step, with the style encoder, code diffuser and StyleGAN2 frozen (a `model.pretrained` folder of stage 1):
