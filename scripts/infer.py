@@ -4,6 +4,7 @@
     python scripts/infer.py --model runs/honestface/final --input lq/ --output restored/ --refs refs/
     python scripts/infer.py --model M --whole --input "photos/**/*.jpg" --output out/ --refs people/ --pool
     python scripts/infer.py --arch vspbfr --model runs/vspbfr/final --input lq/ --output restored/ --dtype bf16
+    python scripts/infer.py --model osdface --input lq/ --output restored/ --dtype bf16   # OSDFace's released files
     python scripts/infer.py --model M --input lq/ --output out/ --device cuda --dtype fp16 -b 16 --compile
     accelerate launch --multi_gpu --num_processes 4 scripts/infer.py --model M --input lq/ --output out/
 
@@ -74,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-output-in-input", action="store_true", help="permit an output folder inside the "
                    "input folder [infer.allow_output_in_input]")
     m = p.add_argument_group("model and run")
-    m.add_argument("--model", "-m", metavar="DIR", help="model folder written by save_pretrained / training "
-                   "[model.pretrained]")
+    m.add_argument("--model", "-m", metavar="DIR", help="model folder written by save_pretrained / training, or a "
+                   "released model by name: osdface, vspbfr (files from the weights registry, converted once; see "
+                   "`python scripts/weights.py fetch --model NAME`) [model.pretrained]")
     m.add_argument("--arch", choices=["honestface", "vspbfr"], help="model family of --model (default: "
                    "honestface, or vspbfr for a folder with vspbfr_config.json) [model.name]")
     mode = m.add_mutually_exclusive_group()

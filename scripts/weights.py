@@ -9,6 +9,10 @@ Examples (from the repository root):
     python scripts/weights.py fetch retinaface_resnet50    # download into $HONESTFACE_HOME
     python scripts/weights.py fetch sd21_base --url https://huggingface.co/<mirror>/resolve/main
     python scripts/weights.py path sd21_base               # print the resolved path (for shell use)
+    python scripts/weights.py fetch --model osdface        # every part of a released model (osdface, vspbfr):
+                                                           # downloads what can be, prints the steps for the rest
+    python scripts/weights.py convert osdface --output models/osdface-bf16 --dtype bf16
+                                                           # write it once as a library model folder
 
 Weights live in $HONESTFACE_HOME (default ~/.cache/honestface); --home overrides it for one command.
 Exit status: 0 on success, 1 when a requested weight is missing/corrupt or a download fails, 2 for bad usage.
@@ -78,7 +82,52 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def fetch_released(name: str, args: argparse.Namespace) -> int:
+    """Every part of released model `name`: present ones reported, downloadable ones fetched, the others listed
+    with where to get them and where to put them. Exit 0 only when all parts are present afterwards."""
+    from honestface.released_table import RELEASED_MODELS
+
+    if name not in RELEASED_MODELS:
+        print(f"error: unknown released model {name!r}; known: {', '.join(RELEASED_MODELS)}", file=sys.stderr)
+        return 2
+    manual = []
+    for part in RELEASED_MODELS[name].parts:
+        entry = hw.get_entry(part)
+        target = hw.weights_home(args.home) / entry.relpath
+        if hw.weight_status(part, home=args.home) == "present" and not args.force:
+            print(f"present  {part}: {target}")
+        elif entry.downloadable:
+            try:
+                path = hw.fetch_weight(part, force=args.force, progress=not args.quiet, timeout=args.timeout,
+                                       home=args.home)
+                print(f"fetched  {part}: {path}")
+            except hw.WeightsError as e:
+                print(f"failed   {part}: {e}", file=sys.stderr)
+                manual.append(part)
+        else:
+            manual.append(part)
+    for i, part in enumerate(manual, 1):
+        entry = hw.get_entry(part)
+        target = hw.weights_home(args.home) / entry.relpath
+        inner = ", ".join(f.path for f in entry.files) if entry.kind == "dir" else target.name
+        print(f"manual step {i}: {part} ({entry.description}): get it from {entry.hint}; put "
+              f"{'the files ' + inner + ' in the folder' if entry.kind == 'dir' else 'it at'} {target} "
+              f"(or set config key {entry.config_key} to its path)")
+    if manual:
+        print(f"{len(manual)} part(s) of '{name}' still missing; then check with: python scripts/weights.py check "
+              + " ".join(RELEASED_MODELS[name].parts))
+    return 1 if manual else 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
+    if bool(args.model) == bool(args.names):
+        print("error: give NAMEs or --model NAME (not both)", file=sys.stderr)
+        return 2
+    if args.model:
+        if args.url or args.dest:
+            print("error: --url/--dest work with one NAME, not with --model", file=sys.stderr)
+            return 2
+        return fetch_released(args.model, args)
     if (args.url or args.dest) and len(args.names) != 1:
         print("error: --url/--dest need exactly one NAME", file=sys.stderr)
         return 2
@@ -93,6 +142,25 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             continue
         print(f"{name}: {path}")
     return 1 if failed else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    out = Path(args.output).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        print(f"error: {out} exists and is not an empty folder (pass --overwrite to replace it)", file=sys.stderr)
+        return 1
+    import torch
+
+    from honestface.models.released import convert_released
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    try:
+        out = convert_released(args.model, args.output, dtype=dtype, overwrite=args.overwrite, home=args.home)
+    except (hw.WeightsError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: {out} (load it with --model {out}, or from_pretrained)")
+    return 0
 
 
 def cmd_path(args: argparse.Namespace) -> int:
@@ -129,13 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", parents=[common], help="download weights (resumable, sha256-checked)",
                        description="Download into $HONESTFACE_HOME/<relative path>. An interrupted download "
                                    "leaves NAME.part and is resumed by running the same command again.")
-    p.add_argument("names", nargs="+", metavar="NAME", help="registry names")
+    p.add_argument("names", nargs="*", metavar="NAME", help="registry names")
+    p.add_argument("--model", metavar="NAME", default=None, help="every part of a released model (osdface, "
+                   "vspbfr): fetch what can be downloaded, print the manual steps for the rest")
     p.add_argument("--url", default=None, help="download from this URL instead (folder entries: base URL)")
     p.add_argument("--dest", default=None, help="destination file/folder instead of the default location")
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("convert", parents=[common], help="write a released model once as a library model folder",
+                       description="Read the released files of MODEL through the registry and write them as a "
+                                   "library model folder (loads in seconds; `--model DIR` / from_pretrained). "
+                                   "Scripts given the name convert automatically into $HONESTFACE_HOME/converted.")
+    p.add_argument("model", metavar="MODEL", choices=["osdface", "vspbfr"], help="released model: osdface, vspbfr")
+    p.add_argument("--output", "-o", required=True, help="folder to write (must not exist or be empty)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="stored dtype (default fp32)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output once the new one is done")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("path", parents=[common], help="print the resolved path of a weight (error if missing)")
     p.add_argument("name", metavar="NAME")

@@ -407,8 +407,12 @@ class HonestFace(nn.Module):
         the path of any with its registry name, e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or pass a
         `weights` dict (the config's `weights:` section; unrelated names are ignored).
         `with_discriminator=False` skips the discriminator (inference). `torch_dtype` (e.g. torch.bfloat16): the
-        weights are cast while they are read, so the model never exists in float32 (half the peak memory)."""
+        weights are cast while they are read, so the model never exists in float32 (half the peak memory).
+        `directory` may also be a released model name ("osdface"): its files are found through the weights
+        registry and converted once into a cached folder in `torch_dtype` (`honestface.models.released`)."""
         from honestface.models.presets import load_honestface
+        from honestface.models.released import resolve_pretrained
 
+        directory = resolve_pretrained(directory, "honestface", {**(weights or {}), **frozen_paths}, torch_dtype)
         return load_honestface(Path(directory), {**(weights or {}), **frozen_paths}, with_discriminator,
                                strict_names=set(frozen_paths), torch_dtype=torch_dtype)

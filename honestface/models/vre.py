@@ -132,6 +132,36 @@ def osdface_backbone_state_dict(state: dict[str, Tensor], prefix: str = "vqvae_L
     return out
 
 
+def osdface_sizes(backbone: dict[str, Tensor], projection: dict[str, Tensor] | None = None,
+                  resolution: int = 512) -> dict[str, Any]:
+    """The VRE sizes a released OSDFace VRE file holds, read from its tensor shapes (our key names, see
+    `osdface_backbone_state_dict`; `projection`: the `embedding_change_weights.pth` state).
+
+    Read: base_channels, channel_multipliers, num_res_blocks, z_channels, codebook_size / codebook_dim, the levels
+    with attention (as `attn_resolutions` at input `resolution`), and proj_hidden / out_dim from the projection.
+    Not in the files, kept from the "osdface" preset: num_tokens (77) and norm_groups (32, the released
+    GroupNorm). At the released sizes this gives the "osdface" preset exactly (test)."""
+    try:
+        base = int(backbone["encoder.conv_in.weight"].shape[0])
+        levels = 1 + max(int(k.split(".")[2]) for k in backbone if k.startswith("encoder.down."))
+        blocks = 1 + max(int(k.split(".")[4]) for k in backbone if k.startswith("encoder.down.0.block."))
+        mult = tuple(int(backbone[f"encoder.down.{i}.block.{blocks - 1}.conv2.weight"].shape[0]) // base
+                     for i in range(levels))
+        attn = tuple(resolution // 2 ** i for i in range(levels)
+                     if f"encoder.down.{i}.attn.0.q.weight" in backbone)
+        size, dim = (int(n) for n in backbone["quantize.embedding.weight"].shape)
+        z = int(backbone["encoder.conv_out.weight"].shape[0])
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"not an OSDFace VRE state dict: cannot read its sizes ({e})") from None
+    out = {"base_channels": base, "channel_multipliers": mult, "num_res_blocks": blocks, "attn_resolutions": attn,
+           "resolution": resolution, "z_channels": z, "codebook_size": size, "codebook_dim": dim}
+    if projection:
+        proj = {k.removeprefix("module.").removeprefix("projection."): v for k, v in projection.items()}
+        if "conv1.weight" in proj and "conv2.weight" in proj:
+            out.update(proj_hidden=int(proj["conv1.weight"].shape[0]), out_dim=int(proj["conv2.weight"].shape[0]))
+    return out
+
+
 class VisualRepresentationEmbedder(ModelMixin, ConfigMixin):
     """LQ face (B, 3, H, W) in [-1, 1] -> p_L (B, num_tokens, out_dim) through a frozen VQ encoder + codebook."""
 
@@ -243,14 +273,14 @@ class VisualRepresentationEmbedder(ModelMixin, ConfigMixin):
         vre_checkpoint: `associate_2.ckpt` (None -> registry entry `osdface_vre` under $HONESTFACE_HOME).
         projection_weights: `embedding_change_weights.pth`, or a folder holding it; True -> the `osdface_lora`
         folder under $HONESTFACE_HOME; None/False -> projection left randomly initialised.
-        config: overrides of the "osdface" preset (defaults here: input_transform="osdface", input_size=512).
+        config: overrides of the sizes read from the files (`osdface_sizes`: the "osdface" preset for the released
+        files) and of input_transform="osdface", input_size=512.
         """
-        model = cls(**{**VRE_PRESETS["osdface"], "input_transform": "osdface", "input_size": 512, **config})
         ckpt = resolve_weight("osdface_vre", vre_checkpoint)
         state = osdface_backbone_state_dict(load_state_dict(ckpt, strip_prefix=None))
         if not state:
             raise ValueError(f"{ckpt}: no 'vqvae_LQ.' encoder keys found; is this OSDFace's associate_2.ckpt?")
-        model.load_backbone_state_dict(state, source=str(ckpt))
+        proj, proj_state = None, None
         if projection_weights is not None and projection_weights is not False:
             if projection_weights is True:
                 proj = resolve_weight("osdface_lora") / "embedding_change_weights.pth"
@@ -258,7 +288,13 @@ class VisualRepresentationEmbedder(ModelMixin, ConfigMixin):
                 proj = Path(projection_weights)
                 proj = proj / "embedding_change_weights.pth" if proj.is_dir() else proj
             proj_state = load_state_dict(proj, strip_prefix=None)
-            model.load_projection_state_dict(proj_state, projection_key_map, source=str(proj))
+            if projection_key_map:
+                proj_state = {projection_key_map.get(k, k): v for k, v in proj_state.items()}
+        sizes = osdface_sizes(state, proj_state, resolution=int(config.get("resolution", 512)))
+        model = cls(**{**VRE_PRESETS["osdface"], "input_transform": "osdface", "input_size": 512, **sizes, **config})
+        model.load_backbone_state_dict(state, source=str(ckpt))
+        if proj_state is not None:
+            model.load_projection_state_dict(proj_state, source=str(proj))
         if freeze:
             model.freeze_backbone()
         return model.eval()

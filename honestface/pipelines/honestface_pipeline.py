@@ -144,7 +144,7 @@ class HonestFacePipeline:
                         identity: Any = "dlib", *, landmarker: Any = None, device: Any = None,
                         dtype: torch.dtype | None = None, detector_threshold: float = 0.9,
                         **kw: Any) -> HonestFacePipeline:
-        """Load a `HonestFace.save_pretrained` folder plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd",
+        """Load a `HonestFace.save_pretrained` folder (or the released model name "osdface") plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd",
         an object, or None), an optional landmarker and an identity encoder ("dlib", "arcface_onnx", "iresnet", an
         object, or None). `weights`: registry name -> path for the frozen parts and face models."""
         from honestface.models import HonestFace

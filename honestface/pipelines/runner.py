@@ -9,6 +9,10 @@ pipeline itself is `honestface.pipelines.HonestFacePipeline`, or `VSPBFRPipeline
 - Model: `model.name=vspbfr` (scripts/infer.py `--arch vspbfr`) loads `model.pretrained` as a VSPBFR folder; with
   the default `model.name=honestface`, a folder holding `vspbfr_config.json` (written by `VSPBFR.save_pretrained`)
   is still run as VSPBFR. VSPBFR is blind: given references are ignored with a warning (every face is "blind").
+  `model.pretrained` may be a released model name ("osdface", "vspbfr", `honestface.models.released`): its files
+  come from the weights registry (`weights.<name>` or $HONESTFACE_HOME; all missing ones named in one line, exit
+  2) and are converted once, after every other check, into a cached folder in `infer.precision`; `results.json`
+  records the name as `model` and the folder as `model_folder`.
 
 - Inputs: a folder (every image, recursively, `honestface.io.list_images`), a glob (`lq/**/*.png`) or one file.
   Files under the output folder (when `infer.allow_output_in_input` lets it sit inside the input folder) and under
@@ -165,7 +169,16 @@ def _resolve_device(name: str, state: Any) -> Any:
 
 
 def model_architecture(cfg: DictConfig) -> str:
-    """"vspbfr" when `model.name` says so or `model.pretrained` is a VSPBFR folder, else "honestface"."""
+    """"vspbfr" when `model.name` says so or `model.pretrained` is a VSPBFR folder (or the released name
+    "vspbfr"), else "honestface"."""
+    from honestface.released_table import RELEASED_MODELS, is_released_name
+
+    if is_released_name(cfg.model.pretrained):
+        family = RELEASED_MODELS[cfg.model.pretrained].family
+        if cfg.model.name is not None and cfg.model.name != family:
+            raise InferenceSetupError(f"model.name={cfg.model.name}, but the released model "
+                                      f"'{cfg.model.pretrained}' is a {family} model (--arch)")
+        return family
     folder = Path(cfg.model.pretrained) if cfg.model.pretrained is not None else None
     is_vspbfr = folder is not None and (folder / VSPBFR_CONFIG_FILE).is_file()
     if cfg.model.name == "vspbfr":
@@ -347,7 +360,7 @@ def _attempt(pipe: Any, cfg: DictConfig, group: list[tuple[dict[str, Any], np.nd
 
 
 def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, reference_mode: str,
-             num_processes: int) -> dict[str, Any]:
+             num_processes: int, model: str) -> dict[str, Any]:
     from honestface.models.native import read_native_settings
 
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "failed", "skipped")}
@@ -356,7 +369,8 @@ def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, ref
     except (OSError, ValueError, KeyError):  # nothing was loaded (all skipped) from a folder without a config
         native = {"resolution": None, "resize": None, "timestep": None}
     override = cfg.infer.resolution is not None
-    return {"version": 1, "input": cfg.infer.input, "output": cfg.infer.output, "model": cfg.model.pretrained,
+    return {"version": 1, "input": cfg.infer.input, "output": cfg.infer.output, "model": model,
+            "model_folder": cfg.model.pretrained,
             "architecture": model_architecture(cfg),
             "resolution": int(cfg.infer.resolution) if override else native["resolution"],
             "resolution_source": "override" if override else "model", "resize": native["resize"],
@@ -367,6 +381,20 @@ def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, ref
             "counts": counts, "files": records}
 
 
+def _released_name(cfg: DictConfig) -> str | None:
+    """The released model name in `model.pretrained`, with its parts checked (one line naming all missing)."""
+    from honestface.released_table import is_released_name, released_sources
+    from honestface.weights import MissingWeightError
+
+    if not is_released_name(cfg.model.pretrained):
+        return None
+    try:
+        released_sources(cfg.model.pretrained, {str(k): str(v) for k, v in cfg.weights.items()})
+    except MissingWeightError as e:
+        raise InferenceSetupError(str(e)) from None
+    return str(cfg.model.pretrained)
+
+
 def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
     """Check everything that can be checked before loading a model -> (records, reference mode, output folder)."""
     icfg = cfg.infer
@@ -374,15 +402,12 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
                        ("model.pretrained", cfg.model.pretrained)):
         if value is None:
             raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
-    if not Path(cfg.model.pretrained).is_dir():
-        raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model)")
-    if model_architecture(cfg) == "vspbfr" and icfg.resolution is not None:
-        from honestface.models.native import read_native_settings
+    from honestface.released_table import RELEASED_MODELS
 
-        size = read_native_settings(cfg.model.pretrained).resolution
-        if int(icfg.resolution) != size:
-            raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a VSPBFR model runs at its restoration "
-                                      f"size {size} only (--resolution)")
+    released = _released_name(cfg)
+    if released is None and not Path(cfg.model.pretrained).is_dir():
+        raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model; "
+                                  f"or a released model name: {', '.join(RELEASED_MODELS)})")
     if model_architecture(cfg) == "vspbfr" and icfg.references is not None:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"warning: VSPBFR is blind: ignoring the references {icfg.references} (infer.references)",
@@ -415,6 +440,25 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
             how, refs = _find_references(icfg, icfg.input, files)
         except (OSError, ValueError) as e:
             raise InferenceSetupError(str(e)) from None
+    if released is not None:  # last: the one slow check (converting once) only for a command line that is right
+        import torch
+
+        from honestface.models.released import released_folder
+
+        weights = {str(k): str(v) for k, v in cfg.weights.items()}
+        try:
+            folder = released_folder(released, weights=weights, dtype=getattr(torch, _DTYPES[icfg.precision]),
+                                     quiet=int(os.environ.get("RANK", "0")) != 0)
+        except (OSError, ValueError) as e:  # MissingWeightError is an OSError
+            raise InferenceSetupError(str(e)) from None
+        cfg.model.pretrained = str(folder)
+    if model_architecture(cfg) == "vspbfr" and icfg.resolution is not None:
+        from honestface.models.native import read_native_settings
+
+        size = read_native_settings(cfg.model.pretrained).resolution
+        if int(icfg.resolution) != size:
+            raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a VSPBFR model runs at its restoration "
+                                      f"size {size} only (--resolution)")
     records = []
     for i, (f, (rel, out, comp), ref) in enumerate(zip(files, plan, refs)):
         done = icfg.skip_existing and out.exists() and (comp is None or comp.exists())
@@ -428,7 +472,8 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
 def run_inference(cfg: DictConfig) -> int:
     """Run `infer.*` (+ model.pretrained, weights, face.*) -> exit code: 0 all done, 1 some failed, 2 bad setup."""
     started = time.time()
-    cfg = copy.deepcopy(cfg)  # _setup drops references given to a (blind) VSPBFR model
+    cfg = copy.deepcopy(cfg)  # _setup drops references given to a (blind) VSPBFR model, resolves a released name
+    model = cfg.model.pretrained
     try:
         records, how, output = _setup(cfg)  # before the heavy imports: a bad command line fails fast
     except InferenceSetupError as e:
@@ -475,7 +520,7 @@ def run_inference(cfg: DictConfig) -> int:
         return int(failed)
     parts = [output / f".results.rank{k}.json" for k in range(state.num_processes)]
     merged = sorted((r for p in parts for r in json.loads(p.read_text())), key=lambda r: r["index"])
-    summary = _summary(cfg, merged, started, how, state.num_processes)
+    summary = _summary(cfg, merged, started, how, state.num_processes, model)
     atomic_write_text(output / RESULTS_FILE, json.dumps(summary, indent=1) + "\n")
     for p in parts:
         p.unlink(missing_ok=True)

@@ -60,12 +60,12 @@ class VSPBFRPipeline(HonestFacePipeline):
                         identity: Any = None, *, landmarker: Any = None, device: Any = None,
                         dtype: torch.dtype | None = None, detector_threshold: float = 0.9,
                         **kw: Any) -> VSPBFRPipeline:
-        """Load a `VSPBFR.save_pretrained` folder plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd", an
+        """Load a `VSPBFR.save_pretrained` folder (or the released model name "vspbfr") plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd", an
         object, or None) and an optional landmarker. `weights` (registry name -> path, for the face models) and
         `identity` are accepted for interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder."""
         from honestface.models.vspbfr.vspbfr import VSPBFR
 
-        model = VSPBFR.from_pretrained(model_dir, with_discriminator=False)
+        model = VSPBFR.from_pretrained(model_dir, with_discriminator=False, dtype=dtype, weights=weights)
         faces = build_face_models(detector, landmarker, identity, device, detector_threshold)
         return cls(model, *faces, **kw).to(device, dtype)
 

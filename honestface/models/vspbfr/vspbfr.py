@@ -339,12 +339,18 @@ class VSPBFR(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, with_discriminator: bool | None = None,
-                        device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VSPBFR:
+                        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                        weights: Mapping[str, str | os.PathLike] | None = None) -> VSPBFR:
         """Load a `save_pretrained` folder. with_discriminator: None loads it when saved, False skips it, True
-        requires it. The model is built on the meta device and takes the loaded tensors (no random init)."""
+        requires it. The model is built on the meta device and takes the loaded tensors (no random init).
+        `folder` may also be the released model name "vspbfr": its three checkpoints are found through the weights
+        registry (`weights`: registry name -> path) and converted once into a cached folder in `dtype`
+        (`honestface.models.released`)."""
         from safetensors.torch import load_file
 
-        folder = Path(folder)
+        from honestface.models.released import resolve_pretrained
+
+        folder = resolve_pretrained(folder, "vspbfr", weights, dtype)
         if not (folder / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"not a VSPBFR model folder (no {CONFIG_FILE}): {folder}")
         if not (folder / WEIGHTS_FILE).is_file():
