@@ -156,7 +156,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     try:
         out = convert_released(args.model, args.output, dtype=dtype, overwrite=args.overwrite, home=args.home)
-    except (hw.WeightsError, FileExistsError, ValueError) as e:
+    except (hw.WeightsError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.model}: {out} (load it with --model {out}, or from_pretrained)")

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from honestface.models.released import (build_released, convert_released, released_folder, released_sources,
-                                        resolve_pretrained)
+from honestface.models.released import (
+    build_released,
+    convert_released,
+    released_folder,
+    released_sources,
+    resolve_pretrained,
+)
 from honestface.weights import MissingWeightError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)
@@ -85,7 +90,7 @@ def test_osdface_by_name_converts_once_restores_at_512_and_equals_the_released_f
                                                                                      capsys) -> None:
     from honestface.pipelines import HonestFacePipeline
 
-    home, written = osdface_home
+    home, _ = osdface_home
     monkeypatch.setenv("HONESTFACE_HOME", str(home))
     pipe = HonestFacePipeline.from_pretrained("osdface", detector=None, identity=None)
     assert "converting released model 'osdface' once" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def vspbfr_preset_of(restoration: Path) -> str:
 
     ckpt = load_checkpoint(restoration)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("g_ema"), Mapping):
-        raise ValueError(f"{restoration}: no 'g_ema' entry; is this VSPBFR's restoration_net.pt?")
+        raise TypeError(f"{restoration}: no 'g_ema' entry; is this VSPBFR's restoration_net.pt?")
     shapes = {k: tuple(v.shape) for k, v in convert_official_restoration_state_dict(ckpt["g_ema"]).items()}
     del ckpt
     for preset, config in VSPBFR_PRESETS.items():

@@ -449,7 +449,7 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         try:
             folder = released_folder(released, weights=weights, dtype=getattr(torch, _DTYPES[icfg.precision]),
                                      quiet=int(os.environ.get("RANK", "0")) != 0)
-        except (OSError, ValueError) as e:  # MissingWeightError is an OSError
+        except (OSError, ValueError, TypeError) as e:  # MissingWeightError is an OSError
             raise InferenceSetupError(str(e)) from None
         cfg.model.pretrained = str(folder)
     if model_architecture(cfg) == "vspbfr" and icfg.resolution is not None:
