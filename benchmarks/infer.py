@@ -50,6 +50,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from infer_targets import add_roofline, check_targets
+from roofline import count_flops, machine_throughput
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_FREE_GB_SD21 = 16
@@ -161,9 +164,13 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
         torch.cuda.reset_peak_memory_stats(device)
     size = pipe.resolution  # the model's native face size (never the VAE's sample_size)
     faces, ref_faces = _faces(size, batch, refs)
-    references = [ref_faces] * batch if model.use_ide else None
+    references = None
+    if model.use_ide:  # references cached as a user does for many faces of one person: one ReferencePool
+        from honestface.pipelines import ReferencePool
+
+        references = ReferencePool(ref_faces)
     if output is not None:
-        result = pipe(faces[:1], references=None if references is None else references[:1], mode="aligned")
+        result = pipe(faces[:1], references=references, mode="aligned")
         np.save(output, result.images[0])
         return {"output": str(output)}
 
@@ -189,6 +196,11 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
         times["ide"], p = _timed(ide, device, repeats)
     times["unet"], (_, z_hat) = _timed(lambda: model.generator.denoise(z, p), device, repeats)
     times["vae_decode"], x_hat = _timed(lambda: model.generator.decode(z_hat), device, repeats)
+    flops = {"vae_encode": count_flops(lambda: model.generator.encode(lq)), "vre": count_flops(lambda: model.vre(lq)),
+             "unet": count_flops(lambda: model.generator.denoise(z, p)),
+             "vae_decode": count_flops(lambda: model.generator.decode(z_hat))}
+    if model.use_ide:
+        flops["ide"] = count_flops(ide)
     crops = ((x_hat.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     photo = np.zeros((886, 1280, 3), np.uint8)
     mats = np.stack([np.array([[0.5, 0.0, -40.0 * i], [0.0, 0.5, -30.0]]) for i in range(batch)])
@@ -200,6 +212,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
             "channels_last": channels_last, "vae_slicing": device.type == "cpu", "weights_mb": round(size_mb, 1), "files_read_seconds": round(read_s, 2), "load_seconds": round(load_s, 2),
             "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
+            "gflop_per_face": {k: round(v / batch / 1e9, 2) for k, v in flops.items()},
             "model_seconds_per_face": round(sum(v for k, v in per_face.items()
                                                 if k not in ("ide_refs", "paste_back")), 5),
             "pipeline_seconds_per_face": round(pipe_s / batch, 5), "faces_per_second": round(batch / pipe_s, 4)
@@ -266,10 +279,29 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
     kind, scale, variant, batch = args.one.split(":")
     if kind == "build":
         return {"folder": str(build_cached(args.cache, scale, variant))}
-    folder = _cache_folder(args.cache, scale, variant)
+    if kind == "files":  # OSDFace's released formats, then one conversion (timed, its own peak memory)
+        return convert_osdface_files(args.cache / "osdface-home", _DTYPES[args.dtype])
+    folder = Path(args.folder) if args.folder else _cache_folder(args.cache, scale, variant)
     output = Path(args.output_npy) if args.output_npy else None
-    return measure(folder, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs, output,
-                   channels_last=not args.no_channels_last)
+    result = measure(folder, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs, output,
+                     channels_last=not args.no_channels_last)
+    return result if args.folder is None else {**result, "scale": scale, "variant": variant}
+
+
+def convert_osdface_files(home: Path, dtype: torch.dtype) -> dict:
+    """Write OSDFace-format files (once) and convert them afresh as `--model osdface` does on first use."""
+    import shutil
+
+    from osdface_files import write_osdface_files
+
+    from honestface.models.released import released_folder
+
+    write_osdface_files(home)
+    shutil.rmtree(home / "converted", ignore_errors=True)  # measure the conversion itself, not the cache
+    t0 = time.perf_counter()
+    folder = released_folder("osdface", home=home, dtype=dtype, quiet=True)
+    return {"folder": str(folder), "convert_seconds": round(time.perf_counter() - t0, 2)} | _peak_memory(
+        torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the random-weight models are saved once and re-loaded from")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     p.add_argument("--output-npy", help=argparse.SUPPRESS)  # internal: write the first restoration there
+    p.add_argument("--folder", help=argparse.SUPPRESS)  # internal: measure this model folder
+    p.add_argument("--from", dest="source", choices=["library", "osdface-files"], default="library",
+                   help="HonestFace: the library's own saved folders (default) or OSDFace's released file formats "
+                        "(random weights, SD 2.1 size) loaded by name and converted once, as `--model osdface`")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if args.threads > 0:
@@ -323,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                 record(_child(args, f"{scale}:{batch}"), f"{scale} batch {batch}")
         print(json.dumps({"results": results, "skipped": skipped}, indent=1))
         return 0 if results else 1
+    roofline = machine_throughput(device, _DTYPES[args.dtype])  # this run's yardstick (benchmarks/roofline.py)
+    if args.source == "osdface-files":
+        args.scale, args.variants = ["sd21"], ["osdface"]
     scales = ["tiny", "sd21"] if args.sd21 else args.scale
     for scale in scales:
         if scale == "sd21" and device.type == "cpu" and _free_gb() < MIN_FREE_GB_SD21:
@@ -330,64 +369,38 @@ def main(argv: list[str] | None = None) -> int:
             print(skipped[-1], file=sys.stderr)
             continue
         for variant in args.variants:
-            built = _child(args, f"build:{scale}:{variant}:0")
+            extra: tuple[str, ...] = ()
+            if args.source == "osdface-files":
+                built = _child(args, f"files:{scale}:{variant}:0")
+                if isinstance(built, dict):
+                    extra, conversion = ("--folder", built["folder"]), built
+            else:
+                built = _child(args, f"build:{scale}:{variant}:0")
             if isinstance(built, str):
                 skipped.append(f"{scale} {variant}: building the model failed: {built}")
                 continue
             for batch in args.batches:
-                record(_child(args, f"time:{scale}:{variant}:{batch}"), f"{scale} {variant} batch {batch}")
-            if args.dtype != "fp32":  # the precision cost: this dtype's restoration vs float32's, same face
+                record(_child(args, f"time:{scale}:{variant}:{batch}", *extra), f"{scale} {variant} batch {batch}")
+            if args.dtype != "fp32" and args.source == "library":  # the precision cost: this dtype's restoration vs float32's, same face
                 npy = {d: Path(built["folder"]) / f"restored-{d}.npy" for d in (args.dtype, "fp32")}
                 outs = [_child(argparse.Namespace(**{**vars(args), "dtype": d}), f"time:{scale}:{variant}:1",
-                               "--output-npy", str(npy[d])) for d in npy]
+                               "--output-npy", str(npy[d]), *extra) for d in npy]
                 bad = [o for o in outs if isinstance(o, str)]
                 if bad:
                     skipped.append(f"{scale} {variant} precision comparison failed: {bad[0]}")
                 else:
                     precision.append({"scale": scale, "variant": variant, "dtype": args.dtype, "psnr_vs_fp32_db":
                                       round(_psnr(np.load(npy[args.dtype]), np.load(npy["fp32"])), 2)})
-    report = {"machine": _machine(), "results": results, "precision": precision, "skipped": skipped}
+    for r in results:
+        add_roofline(r, roofline)
+    report = {"machine": {**_machine(), "measured_gflops": roofline}, "source": args.source, "results": results,
+              "precision": precision, "skipped": skipped}
+    if args.source == "osdface-files" and "conversion" in locals():
+        report["conversion"] = conversion
     if device.type == "cpu" and "sd21" in scales:
-        report["targets"] = check_targets(results, precision)
+        report["targets"] = check_targets(results, precision, report.get("conversion"))
     print(json.dumps(report, indent=1))
     return 0 if results else 1
-
-
-# Issue 9's goals on the 2-core CPU (0.6x the bf16 time and half the memory of OSDFace's released inference code,
-# measured on the same machine kind: 24.6 s and 9.0 GiB).
-TARGETS = {"osdface_seconds_per_face": 14.8, "peak_gib": 4.5, "honestface_vs_osdface_time": 1.3,
-           "batch4_vs_batch1_throughput": 1.2, "psnr_vs_fp32_db": 40.0}
-
-
-def check_targets(results: list[dict], precision: list[dict]) -> list[dict]:
-    """Each SD 2.1-size figure against its target: value, target, met, and the margin (value - target)."""
-    rows = {(r["variant"], r["batch"]): r for r in results if r.get("scale") == "sd21"}
-    out = []
-
-    def add(name: str, value: float, target: float, lower_is_better: bool = True) -> None:
-        met = value <= target if lower_is_better else value >= target
-        out.append({"goal": name, "value": round(value, 3), "target": target, "met": met,
-                    "margin": round(value - target, 3)})
-
-    for variant in ("osdface", "honestface"):
-        for batch in (1, 4):
-            if (variant, batch) in rows:
-                add(f"{variant} batch {batch}: peak RSS (GiB)", rows[variant, batch]["peak_memory_mb"] / 1024,
-                    TARGETS["peak_gib"])
-        if (variant, 1) in rows and (variant, 4) in rows:
-            add(f"{variant}: batch 4 / batch 1 faces per second", rows[variant, 4]["faces_per_second"]
-                / rows[variant, 1]["faces_per_second"], TARGETS["batch4_vs_batch1_throughput"], False)
-    if ("osdface", 1) in rows:
-        osd = rows["osdface", 1]["pipeline_seconds_per_face"]
-        add("osdface: seconds per face (batch 1)", osd, TARGETS["osdface_seconds_per_face"])
-        if ("honestface", 1) in rows:
-            add("honestface (K references) / osdface time per face",
-                rows["honestface", 1]["pipeline_seconds_per_face"] / osd, TARGETS["honestface_vs_osdface_time"])
-    for p in precision:
-        if p["scale"] == "sd21":
-            add(f"{p['variant']}: {p['dtype']} vs fp32 PSNR (dB)", p["psnr_vs_fp32_db"], TARGETS["psnr_vs_fp32_db"],
-                False)
-    return out
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -241,3 +241,38 @@ def test_default_size_parameter_count():
     per_block = sum(p.numel() for p in model.att_mapper[0].parameters())
     assert per_block == pytest.approx(2.63e6, rel=0.01)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(10.5e6, rel=0.01)
+
+
+def released_sampling(denoiser: CodeDiffuser, cond: torch.Tensor) -> torch.Tensor:
+    """LonglongaaaGo/VSPBFR:ldm/ddpm.py, the DDPM of restoration_test.py (`linear_start=0.1, linear_end=0.99,
+    timesteps=4`, x0-parameterisation, clip_denoised False) at `forward(training=False)`, written out: the schedule in
+    numpy float64 (make_beta_schedule "linear" = linspace(sqrt(start), sqrt(end))^2) registered as float32 buffers;
+    x_T = torch.randn(cond.shape) from the global generator; each p_sample returns the posterior mean
+    coef1[t] x0_hat + coef2[t] x_t and draws a noise it never uses (noise_like), which still advances the generator."""
+    import numpy as np
+
+    betas = np.linspace(0.1 ** 0.5, 0.99 ** 0.5, 4, dtype=np.float64) ** 2
+    alphas = 1.0 - betas
+    abar = np.cumprod(alphas)
+    abar_prev = np.append(1.0, abar[:-1])
+    coef1 = torch.tensor(betas * np.sqrt(abar_prev) / (1.0 - abar), dtype=torch.float32)
+    coef2 = torch.tensor((1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar), dtype=torch.float32)
+    b = cond.shape[0]
+    x = torch.randn(cond.shape)
+    for i in reversed(range(4)):
+        t = torch.full((b,), i, dtype=torch.long)
+        x0_hat = denoiser(x, cond, t)  # model_out; parameterization "x0"
+        torch.randn(x.shape)  # noise_like(x.shape, device, repeat_noise=False): drawn, unused
+        x = coef1[t].view(b, 1, 1) * x0_hat + coef2[t].view(b, 1, 1) * x
+    return x
+
+
+def test_sampling_equals_the_released_ddpm_steps(denoiser):
+    """Same start noise (the released global draw = our generator of the same seed) gives the same w^0: schedule,
+    x0-parameterisation, no clipping, posterior mean without noise, T = 4."""
+    cond = _codes(5)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        want = released_sampling(denoiser, cond)
+        got = WPlusDiffusion(4, 0.1, 0.99).sample(denoiser, cond, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -85,6 +85,7 @@ class _Job:
     matrix: np.ndarray | None = None  # photo pixels -> crop pixels
     pool: ReferencePool | None = None
     chosen: list[int] = field(default_factory=list)
+    lq_embedding: np.ndarray | None = None  # aligned mode: the identity embedding of lq, computed once
     restored: np.ndarray | None = None  # (h, w, 3) uint8 output face (same size as lq)
 
 
@@ -324,6 +325,7 @@ class HonestFacePipeline:
             return
         emb = pool.embed_face(job.photo, job.detection) if job.photo is not None else pool.embed_face(job.lq)
         job.pool, job.chosen = pool, pool.match(emb, k, threshold)
+        job.lq_embedding = emb if job.photo is None else None  # aligned: the same call as embed_face(job.lq)
         if not job.chosen:
             job.info.reason = "no reference above threshold"
             return
@@ -410,6 +412,7 @@ class HonestFacePipeline:
     def _similarities(self, job: _Job) -> None:
         refs = job.pool.embeddings[job.chosen]  # (k, dim)
         for attr, face in (("output_ref_similarity", job.restored), ("input_ref_similarity", job.lq)):
-            emb = job.pool.embed_face(face)
+            reuse = face is job.lq and job.lq_embedding is not None
+            emb = job.lq_embedding if reuse else job.pool.embed_face(face)
             setattr(job.info, attr, float(np.mean(refs.astype(np.float64) @ emb.astype(np.float64))))
 

@@ -1,0 +1,74 @@
+"""The inference benchmark's roofline columns and its goals (issue 17), checked on a result list of
+`benchmarks/infer.py`.
+
+Roofline (our choice): a stage's achieved GFLOP/s is its counted FLOPs (torch's FlopCounterMode) over its median
+time; its `fraction` is that over the machine's measured 3x3-convolution GFLOP/s in the same run
+(`benchmarks/roofline.py`). The face's roofline time is the counted FLOPs of the four networks (VAE encoder, VRE,
+UNet, VAE decoder; plus the IDE for full HonestFace) at that convolution throughput; `roofline_ratio` is the
+pipeline's measured seconds per face over it. `overhead_seconds_per_face` is the pipeline's time outside the four
+networks (image conversion, resize, token handling, output conversion).
+
+Goals (issue 17, CPU, SD 2.1 size): every network stage at >= 85% of the convolution throughput; the VRE and the
+overhead each under 0.3 s per face; the whole face at most 1.15x its roofline time; peak RSS at most 4 GiB when
+restoring from OSDFace's files (the converted folder) and during the one-time conversion reported beside it; the
+load from a saved folder at most 1.5x the time to read its files; full HonestFace (K references, cached) at most
+1.15x the OSDFace-compatible model's time per face.
+"""
+
+from __future__ import annotations
+
+NETWORKS = ("vae_encode", "vre", "unet", "vae_decode", "ide")
+TARGETS = {"stage_fraction": 0.85, "vre_seconds": 0.3, "overhead_seconds": 0.3, "roofline_ratio": 1.15,
+           "peak_gib": 4.0, "load_vs_read": 1.5, "honestface_vs_osdface_time": 1.15}
+
+
+def add_roofline(result: dict, machine: dict) -> None:
+    """Add `achieved_gflops`, `fraction_of_conv`, `roofline_seconds_per_face`, `roofline_ratio` and
+    `overhead_seconds_per_face` to one HonestFace result of benchmarks/infer.py (in place)."""
+    if "gflop_per_face" not in result:
+        return
+    conv = machine["conv3x3_gflops"]
+    secs, gflop = result["seconds_per_face"], result["gflop_per_face"]
+    achieved = {k: round(gflop[k] / secs[k], 1) for k in gflop if secs.get(k)}
+    result["achieved_gflops"] = achieved
+    result["fraction_of_conv"] = {k: round(v / conv, 3) for k, v in achieved.items()}
+    roofline = sum(gflop.values()) / conv
+    result["roofline_seconds_per_face"] = round(roofline, 4)
+    result["roofline_ratio"] = round(result["pipeline_seconds_per_face"] / roofline, 3)
+    inside = sum(secs[k] for k in NETWORKS if k in secs)
+    result["overhead_seconds_per_face"] = round(result["pipeline_seconds_per_face"] - inside, 4)
+
+
+def check_targets(results: list[dict], precision: list[dict], conversion: dict | None = None) -> list[dict]:
+    """Each SD 2.1-size figure against its goal: value, target, met, margin (value - target)."""
+    rows = {(r["variant"], r["batch"]): r for r in results if r.get("scale") == "sd21"}
+    out: list[dict] = []
+
+    def add(name: str, value: float, target: float, lower_is_better: bool = True) -> None:
+        met = value <= target if lower_is_better else value >= target
+        out.append({"goal": name, "value": round(value, 3), "target": target, "met": met,
+                    "margin": round(value - target, 3)})
+
+    for (variant, batch), r in sorted(rows.items()):
+        label = f"{variant} batch {batch}"
+        for stage, fraction in r.get("fraction_of_conv", {}).items():
+            add(f"{label}: {stage} fraction of conv throughput", fraction, TARGETS["stage_fraction"], False)
+        if "vre" in r["seconds_per_face"]:
+            add(f"{label}: VRE seconds per face", r["seconds_per_face"]["vre"], TARGETS["vre_seconds"])
+        if "overhead_seconds_per_face" in r:
+            add(f"{label}: seconds outside the networks per face", r["overhead_seconds_per_face"],
+                TARGETS["overhead_seconds"])
+            add(f"{label}: pipeline / roofline time", r["roofline_ratio"], TARGETS["roofline_ratio"])
+        add(f"{label}: peak RSS (GiB)", r["peak_memory_mb"] / 1024, TARGETS["peak_gib"])
+        add(f"{label}: load / file read time", r["load_seconds"] / max(r["files_read_seconds"], 1e-3),
+            TARGETS["load_vs_read"])
+    if conversion is not None:
+        add("one-time conversion of the OSDFace files: peak RSS (GiB)", conversion["peak_memory_mb"] / 1024,
+            TARGETS["peak_gib"])
+    if ("osdface", 1) in rows and ("honestface", 1) in rows:
+        add("honestface (K references) / osdface time per face", rows["honestface", 1]["pipeline_seconds_per_face"]
+            / rows["osdface", 1]["pipeline_seconds_per_face"], TARGETS["honestface_vs_osdface_time"])
+    for p in precision:
+        if p["scale"] == "sd21":
+            add(f"{p['variant']}: {p['dtype']} vs fp32 PSNR (dB)", p["psnr_vs_fp32_db"], 40.0, False)
+    return out

@@ -1,0 +1,87 @@
+"""The machine's measured throughput and a stage's FLOPs: the yardstick the inference benchmark divides by.
+
+    python benchmarks/roofline.py                  # bf16 on the CPU: conv 3x3 and matmul GFLOP/s, as JSON
+    python benchmarks/roofline.py --dtype fp32 --device cuda
+
+Method (our choice, issue 17): absolute CPU seconds move between machines and days, so a stage's speed is reported
+as a fraction of what this machine does in the same run on the two operations that dominate the models:
+- `conv3x3`: a 3x3 convolution, 320 -> 320 channels on a 64x64 map, channels-last (the UNet's first level at a
+  512 px face; the VAE's convolutions are of the same kind), 2 * 64 * 64 * 320 * 320 * 9 FLOPs per call;
+- `matmul`: a 4096 x 4096 by 4096 x 4096 product, 2 * 4096^3 FLOPs.
+Each runs once to warm up, then `repeats` times; the median time gives GFLOP/s. FLOPs of a stage are counted by
+torch's own `torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls, attention; elementwise work counts
+zero), so a fraction below 1 also absorbs the normalisation, activation and memory traffic the counter ignores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def machine_throughput(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of this machine on `conv3x3` and `matmul` (see the module docstring), measured now."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 320, 64, 64, generator=g).to(device, dtype).to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last)
+    a = torch.randn(4096, 4096, generator=g).to(device, dtype)
+    b = torch.randn(4096, 4096, generator=g).to(device, dtype)
+    conv_s = _median_seconds(lambda: conv(x), device, repeats)
+    mm_s = _median_seconds(lambda: a @ b, device, repeats)
+    return {"conv3x3_gflops": round(2 * 64 * 64 * 320 * 320 * 9 / conv_s / 1e9, 1),
+            "matmul_gflops": round(2 * 4096 ** 3 / mm_s / 1e9, 1), "threads": torch.get_num_threads()}
+
+
+@torch.no_grad()
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of `fn` as torch's FlopCounterMode counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch default")
+    args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    out = machine_throughput(torch.device(args.device), _DTYPES[args.dtype], args.repeats)
+    print(json.dumps({"device": args.device, "dtype": args.dtype, **out}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
