@@ -243,25 +243,39 @@ def test_cli_list_only_and_exit_code(tmp_path, monkeypatch, capsys):
     assert "| fail | FAILED |" in out.with_suffix(".md").read_text()
 
 
-def test_infer_benchmark_checks_issue_9_targets_and_labels_variants():
-    """benchmarks/infer.py's `targets`: every SD 2.1-size figure against its goal, with the margin; run_all keeps
-    the two variants of one (scale, batch) apart."""
-    spec = importlib.util.spec_from_file_location("bench_infer", REPO / "benchmarks" / "infer.py")
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
-    results = [{"scale": "sd21", "variant": v, "batch": b, "peak_memory_mb": mb, "faces_per_second": fps,
-                "pipeline_seconds_per_face": 1 / fps}
-               for v, b, mb, fps in (("osdface", 1, 3500, 0.12), ("osdface", 4, 3900, 0.15),
-                                     ("honestface", 1, 5000, 0.10), ("honestface", 4, 5400, 0.10))]
-    rows = {r["goal"]: r for r in infer.check_targets(results, [{"scale": "sd21", "variant": "osdface",
-                                                                "dtype": "bf16", "psnr_vs_fp32_db": 36.9}])}
+def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
+    """benchmarks/infer_targets.py: the roofline columns from counted FLOPs and the measured convolution
+    throughput, and every SD 2.1-size figure against issue 17's goal with its margin; run_all keeps the two
+    variants of one (scale, batch) apart."""
+    spec = importlib.util.spec_from_file_location("bench_infer_targets", REPO / "benchmarks" / "infer_targets.py")
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+    results = [{"scale": "sd21", "variant": v, "batch": 1, "peak_memory_mb": mb, "pipeline_seconds_per_face": s,
+                "load_seconds": 2.0, "files_read_seconds": 1.0,
+                "seconds_per_face": {"vae_encode": 2.0, "vre": 0.5, "unet": 2.0, "vae_decode": 5.0},
+                "gflop_per_face": {"vae_encode": 800.0, "vre": 200.0, "unet": 600.0, "vae_decode": 2000.0}}
+               for v, mb, s in (("osdface", 3500, 10.0), ("honestface", 5000, 12.0))]
+    for r in results:
+        targets.add_roofline(r, {"conv3x3_gflops": 400.0})
+    osd = results[0]
+    assert osd["fraction_of_conv"] == {"vae_encode": 1.0, "vre": 1.0, "unet": 0.75, "vae_decode": 1.0}
+    assert osd["roofline_seconds_per_face"] == pytest.approx(9.0)
+    assert osd["roofline_ratio"] == pytest.approx(10.0 / 9.0, abs=1e-3)
+    assert osd["overhead_seconds_per_face"] == pytest.approx(0.5)
+    rows = {r["goal"]: r for r in targets.check_targets(results, [{"scale": "sd21", "variant": "osdface",
+                                                                   "dtype": "bf16", "psnr_vs_fp32_db": 36.9}],
+                                                        {"peak_memory_mb": 6000.0})}
     assert rows["osdface batch 1: peak RSS (GiB)"]["met"]
     assert not rows["honestface batch 1: peak RSS (GiB)"]["met"]
-    assert rows["honestface batch 1: peak RSS (GiB)"]["margin"] == pytest.approx(5000 / 1024 - 4.5, abs=1e-3)
-    assert rows["osdface: batch 4 / batch 1 faces per second"]["value"] == pytest.approx(1.25)
-    assert rows["osdface: batch 4 / batch 1 faces per second"]["met"]
-    assert rows["osdface: seconds per face (batch 1)"]["met"]
+    assert rows["honestface batch 1: peak RSS (GiB)"]["margin"] == pytest.approx(5000 / 1024 - 4.0, abs=1e-3)
+    assert not rows["osdface batch 1: unet fraction of conv throughput"]["met"]
+    assert rows["osdface batch 1: vae_decode fraction of conv throughput"]["met"]
+    assert rows["osdface batch 1: pipeline / roofline time"]["met"]
+    assert not rows["osdface batch 1: VRE seconds per face"]["met"]
+    assert not rows["osdface batch 1: load / file read time"]["met"]  # 2.0 / 1.0 > 1.5
+    assert not rows["one-time conversion of the OSDFace files: peak RSS (GiB)"]["met"]
     assert rows["honestface (K references) / osdface time per face"]["value"] == pytest.approx(1.2)
+    assert not rows["honestface (K references) / osdface time per face"]["met"]
     assert not rows["osdface: bf16 vs fp32 PSNR (dB)"]["met"]
     flat = run_all.flatten({"results": results})
     assert "results[scale=sd21,variant=osdface,batch=1].peak_memory_mb" in flat
