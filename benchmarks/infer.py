@@ -38,11 +38,9 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +51,7 @@ sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from infer_targets import add_roofline, check_targets
 from roofline import count_flops, machine_throughput
+from roofline import timed as _timed
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_FREE_GB_SD21 = 16
@@ -73,23 +72,6 @@ def _peak_memory(device: torch.device) -> dict:
                 "peak_memory_kind": "cuda_max_allocated"}
     return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_memory_kind": "rss"}
-
-
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
-    """Median seconds of `fn` over `repeats` runs after one warm-up, and its last result."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        result = fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 def _cache_folder(cache: Path, scale: str, variant: str) -> Path:

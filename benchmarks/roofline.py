@@ -32,16 +32,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
+    """Median seconds of `fn` over `repeats` runs after one warm-up (CUDA synchronised), and its last result."""
+    result = fn()
     times = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        fn()
+        result = fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 @torch.no_grad()
@@ -52,8 +53,8 @@ def machine_throughput(device: torch.device, dtype: torch.dtype, repeats: int = 
     conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last)
     a = torch.randn(4096, 4096, generator=g).to(device, dtype)
     b = torch.randn(4096, 4096, generator=g).to(device, dtype)
-    conv_s = _median_seconds(lambda: conv(x), device, repeats)
-    mm_s = _median_seconds(lambda: a @ b, device, repeats)
+    conv_s = timed(lambda: conv(x), device, repeats)[0]
+    mm_s = timed(lambda: a @ b, device, repeats)[0]
     return {"conv3x3_gflops": round(2 * 64 * 64 * 320 * 320 * 9 / conv_s / 1e9, 1),
             "matmul_gflops": round(2 * 4096 ** 3 / mm_s / 1e9, 1), "threads": torch.get_num_threads()}
 

@@ -66,9 +66,8 @@ def _build_osdface(sources: Mapping[str, Path], vre: Mapping[str, Any] | None = 
     from honestface.models.presets import build_honestface
 
     weights = {k: str(v) for k, v in sources.items()}
-    model = build_honestface("sd21", use_ide=False, with_discriminator=False, pretrained=["generator", "vre"],
-                             weights=weights, osdface_weights=True, vre=dict(vre or {}))
-    return model
+    return build_honestface("sd21", use_ide=False, with_discriminator=False, pretrained=["generator", "vre"],
+                            weights=weights, osdface_weights=True, vre=dict(vre or {}))
 
 
 def vspbfr_preset_of(restoration: Path) -> str:
@@ -218,5 +217,4 @@ def resolve_pretrained(directory: PathLike, family: str, weights: Mapping[str, P
     if spec.family != family:
         cls = {"honestface": "HonestFace / HonestFacePipeline", "vspbfr": "VSPBFR / VSPBFRPipeline"}[spec.family]
         raise ValueError(f"'{spec.name}' is a {spec.family} model: load it with {cls}.from_pretrained")
-    return released_folder(spec.name, weights={k: v for k, v in (weights or {}).items() if k in spec.parts},
-                           dtype=dtype)
+    return released_folder(spec.name, weights=weights, dtype=dtype)  # names other than its parts are ignored

@@ -168,6 +168,11 @@ def _resolve_device(name: str, state: Any) -> Any:
     return torch.device(name)
 
 
+def _weights(cfg: DictConfig) -> dict[str, str]:
+    """The config's `weights:` section as registry name -> path."""
+    return {str(k): str(v) for k, v in cfg.weights.items()}
+
+
 def model_architecture(cfg: DictConfig) -> str:
     """"vspbfr" when `model.name` says so or `model.pretrained` is a VSPBFR folder (or the released name
     "vspbfr"), else "honestface"."""
@@ -194,7 +199,7 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
 
     from honestface.pipelines import HonestFacePipeline, VSPBFRPipeline
 
-    weights = {str(k): str(v) for k, v in cfg.weights.items()}
+    weights = _weights(cfg)
     detector = cfg.face.detector if cfg.infer.mode == "photo" else None  # aligned mode: built only if needed
     vspbfr = model_architecture(cfg) == "vspbfr"
     cls = VSPBFRPipeline if vspbfr else HonestFacePipeline
@@ -389,7 +394,7 @@ def _released_name(cfg: DictConfig) -> str | None:
     if not is_released_name(cfg.model.pretrained):
         return None
     try:
-        released_sources(cfg.model.pretrained, {str(k): str(v) for k, v in cfg.weights.items()})
+        released_sources(cfg.model.pretrained, _weights(cfg))
     except MissingWeightError as e:
         raise InferenceSetupError(str(e)) from None
     return str(cfg.model.pretrained)
@@ -445,7 +450,7 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
 
         from honestface.models.released import released_folder
 
-        weights = {str(k): str(v) for k, v in cfg.weights.items()}
+        weights = _weights(cfg)
         try:
             folder = released_folder(released, weights=weights, dtype=getattr(torch, _DTYPES[icfg.precision]),
                                      quiet=int(os.environ.get("RANK", "0")) != 0)
