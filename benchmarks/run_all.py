@@ -5,7 +5,7 @@
     python benchmarks/run_all.py --only degradation,infer --repeats 5 --output /tmp/bench.json
     python benchmarks/run_all.py --list                   # the benchmark table and each profile's arguments
 
-Each benchmark script (degradation, model_size, train_step, infer, evaluate) prints one JSON object; this runner
+Each benchmark script (degradation, model_size, train_step, infer, evaluate, quickstart_seeds) prints one JSON object; this runner
 starts it as a subprocess of the same interpreter (`sys.executable`, working directory = the repository root) once
 per repeat, takes the last JSON object on its stdout, and summarises every numeric leaf across the repeats as
 median, min and max (the spread) and the number of runs that reported it. Per run it also records the wall time
@@ -94,6 +94,10 @@ SPECS: tuple[Benchmark, ...] = (
               quick=("num_images=4", "size=64", "batch_size=4", "iterations=1", "device={device}"),
               full=("num_images=16", "size=256", "batch_size=16", "iterations=2", "device={device}"),
               description="images/s of the IQA metric suite, batched vs per image"),
+    Benchmark("quickstart_seeds", "quickstart_seeds.py",
+              quick=("--seeds", "0,1", "--steps", "2", "--vae-steps", "2", "--vre-steps", "3", "--device", "{device}"),
+              full=("--seeds", "0,1,2", "--device", "{device}"),
+              description="the quickstart's claims across training seeds: gains, 95% intervals, verdicts, minutes"),
 )
 
 # Leaf names that describe the setup rather than measure it: kept in results.json, left out of the table.

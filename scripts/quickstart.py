@@ -15,22 +15,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import _bootstrap  # noqa: F401  (repo root on sys.path)
 
+from honestface.quickstart.run import STEPS
 
-def summary_lines(result) -> list[str]:
-    from honestface.quickstart.report import LABELS, compare_methods
 
-    lines = [(f"held-out people: {', '.join(result.split.test_identities)} "
-              f"({result.summary['methods']['LQ input']['num_images']} degraded faces)"),
-             f"{'metric':<42}{'LQ input':>10}{'restored':>10}  better on"]
-    for m, t in compare_methods(result.evaluation, list(LABELS)).items():
-        mark = "*" if t["restored_better"] else " "
-        lines.append(f"{LABELS[m] + (' (higher better)' if t['higher_is_better'] else ' (lower better)'):<42}"
-                     f"{t['lq']:>10.4f}{t['restored']:>10.4f}{mark} {t['faces_better']}/{t['faces']}")
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items())
-    lines += [f"time: {times}", f"report: {result.report}"]
+def summary_lines(summary: dict, timings: dict[str, float], report) -> list[str]:
+    from honestface.quickstart.published import compare_with_published
+    from honestface.quickstart.report import LABELS
+
+    lines = [(f"held-out people: {', '.join(summary['test_identities'])} ({summary['num_test_faces']} degraded "
+              "faces); gain = mean per-face improvement with its bootstrap 95% interval"),
+             f"{'metric':<40}{'LQ input':>10}{'restored':>10}  {'gain [95% CI]':<28}{'better on':<11}verdict"]
+    for m, t in summary["metrics"].items():
+        ci = f"{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}]"
+        lines.append(f"{LABELS.get(m, m) + (' (higher better)' if t['higher_is_better'] else ' (lower better)'):<40}"
+                     f"{t['lq']:>10.4g}{t['restored']:>10.4g}  {ci:<28}{t['faces_better']}/{t['faces']:<9}"
+                     f"{t['verdict']}")
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    lines += [f"time: {times}", compare_with_published(summary), f"report: {report}"]
     return lines
 
 
@@ -38,24 +43,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/quickstart.py", description=__doc__.split("\n\n")[2])
     parser.add_argument("--output", default="outputs/quickstart", help="output folder (default: %(default)s)")
     parser.add_argument("--size", type=int, default=64, help="aligned face size in pixels (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=400, help="HonestFace training steps (default: %(default)s)")
-    parser.add_argument("--vae-steps", type=int, default=500, help="steps of the small VAE stage (default: %(default)s)")
-    parser.add_argument("--vre-steps", type=int, default=240, help="steps of the VRE codebook stage (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=STEPS["honestface"],
+                        help="HonestFace training steps (default: %(default)s)")
+    parser.add_argument("--vae-steps", type=int, default=STEPS["vae"],
+                        help="steps of the small VAE stage (default: %(default)s)")
+    parser.add_argument("--vre-steps", type=int, default=STEPS["vre"],
+                        help="steps of the VRE codebook stage (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
     parser.add_argument("--seed", type=int, default=0, help="data, degradation and training seed (default: %(default)s)")
+    parser.add_argument("--seeds", default=None, metavar="0,1,2",
+                        help="run once per seed into OUTPUT/seed_<s> and report the spread and verdicts across seeds")
+    parser.add_argument("--publish", default=None, metavar="RUN",
+                        help="(maintainers) copy RUN's summary.json / seeds.json into docs/results and rewrite the "
+                             "README tables from them, then exit")
     args = parser.parse_args(argv)
     for name in ("steps", "vae_steps", "vre_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    from honestface.quickstart import run_quickstart
-
     try:
-        result = run_quickstart(args.output, size=args.size, steps=args.steps, vae_steps=args.vae_steps,
-                                vre_steps=args.vre_steps, device=args.device, seed=args.seed)
+        if args.publish is not None:
+            from honestface.quickstart.published import publish
+
+            for path in publish(args.publish):
+                print(f"wrote {path}")
+            return 0
+        settings = {"size": args.size, "steps": args.steps, "vae_steps": args.vae_steps, "vre_steps": args.vre_steps,
+                        "device": args.device}
+        if args.seeds is not None:
+            from honestface.quickstart.seeds import markdown_seeds_table, parse_seeds, run_seeds
+
+            agg = run_seeds(args.output, parse_seeds(args.seeds), **settings)
+            print(markdown_seeds_table(agg))
+            print("time per seed: " + ", ".join(f"seed {s} {t / 60:.1f} min" for s, t in agg["timings_s"].items()))
+            print(f"written: {Path(args.output) / 'seeds.json'}, {Path(args.output) / 'seeds.md'}")
+            return 0
+        from honestface.quickstart import run_quickstart
+
+        result = run_quickstart(args.output, seed=args.seed, **settings)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("\n".join(summary_lines(result)))
+    print("\n".join(summary_lines(result.summary, result.timings, result.report)))
     return 0
 
 

@@ -66,7 +66,52 @@ def test_quickstart_writes_every_artefact(quickstart_run):
         row = summary["metrics"][metric]
         assert row["faces"] == 8, metric  # computed for every held-out face, LQ and restored
         assert 0 <= row["faces_better"] <= 8
-    assert "report: " in run.stdout and "PSNR" in run.stdout  # the one-screen summary
+        assert row["ci_low"] <= row["gain"] <= row["ci_high"], metric  # the bootstrap 95% interval of the gain
+        assert row["verdict"] == ("better" if row["ci_low"] > 0 else "worse" if row["ci_high"] < 0
+                                  else "no measurable change"), metric
+    assert "report: " in run.stdout and "PSNR" in run.stdout and "95% CI" in run.stdout  # the one-screen summary
+    run_info = json.loads((out / "run.json").read_text())  # times live outside summary.json
+    assert set(run_info["timings_s"]) == {"data", "training", "restoration", "evaluation"}
+    assert run_info["stages"]["honestface"]["final"] == "runs/honestface/final"
+    assert str(out) not in (out / "summary.json").read_text()  # no local path: comparable across folders
+
+
+def test_same_command_and_seed_give_a_bit_identical_summary_and_seeds_are_aggregated(quickstart_run, tmp_path):
+    out, _ = quickstart_run
+    multi = tmp_path / "seeds"
+    run = run_quickstart("--output", str(multi), "--seeds", "0,1", *FAST)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # Seed 0 in another folder, another process: the same bytes as the fixture's run.
+    assert (multi / "seed_0" / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
+    agg = json.loads((multi / "seeds.json").read_text())
+    assert agg["seeds"] == [0, 1] and "seed" not in agg["settings"]
+    s0, s1 = (json.loads((multi / f"seed_{s}" / "summary.json").read_text())["metrics"] for s in (0, 1))
+    psnr = agg["metrics"]["psnr"]
+    assert psnr["restored_mean"] == pytest.approx((s0["psnr"]["restored"] + s1["psnr"]["restored"]) / 2)
+    assert [r["gain"] for r in psnr["per_seed"]] == [s0["psnr"]["gain"], s1["psnr"]["gain"]]
+    for m, row in agg["metrics"].items():
+        verdicts = {r["verdict"] for r in row["per_seed"]}
+        assert row["verdict"] == (verdicts.pop() if len(verdicts) == 1 else "no measurable change"), m
+    assert (multi / "seeds.md").read_text().startswith("| metric (held-out faces)")
+    assert "time per seed" in run.stdout
+    bad = run_quickstart("--output", str(tmp_path / "bad"), "--seeds", "0,0", *FAST)
+    assert bad.returncode == 2 and "distinct" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_publish_rewrites_only_the_marked_tables(quickstart_run, tmp_path):
+    from honestface.quickstart.published import publish, readme_block, readme_tables_agree
+
+    out, _ = quickstart_run
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n<!-- quickstart:summary begin (generated) -->\nold\n<!-- quickstart:summary end -->\n"
+                      "text\n<!-- quickstart:seeds begin -->\nkept\n<!-- quickstart:seeds end -->\n")
+    results = tmp_path / "results"
+    publish(out, readme, results)
+    text = readme.read_text()
+    assert readme_block("summary", results) in text and "old" not in text and "kept" in text and "# title" in text
+    assert json.loads((results / "quickstart_summary.json").read_text()) == json.loads(
+        (out / "summary.json").read_text())
+    assert readme_tables_agree(readme, results) == [f"quickstart_seeds.json is missing from {results}"]
 
 
 def test_quickstart_report_links_only_existing_files(quickstart_run):

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["compare_methods", "loss_curves", "read_scalars", "write_quickstart_report"]
+from honestface.metrics.uncertainty import BETTER
+
+__all__ = ["compare_methods", "loss_curves", "markdown_table", "read_scalars", "write_quickstart_report"]
 
 LQ, OURS = "LQ input", "HonestFace (tiny)"
 SKIP_TAGS = ("lr", "grad", "images_per", "memory", "time", "step")
@@ -32,9 +34,25 @@ HONEST_NOTES = ("Honest notes: the references are augmented views (crop, scale, 
                 "VRE are the recipe's own short earlier stages, and the metrics use the bundled dlib landmarks and "
                 "128-D identity embedding. The numbers show the library working end to end, not the paper's "
                 "quality.")
+INTERVAL_NOTE = ("Gain: the mean per-face improvement over the LQ input (positive = better), with its bootstrap 95% "
+                 "interval over the held-out faces. A metric is called better (worse) only when the interval "
+                 "excludes zero; otherwise there is no measurable change. The faces are views of two people, so "
+                 "the interval understates how much another pair of people could differ; "
+                 "`scripts/quickstart.py --seeds 0,1,2` also shows the spread across training seeds.")
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM (pyiqa: luma)", "lmd_dlib68": "LMD, dlib 68 points (px)", "ald": "ALD",
           "ald_e": "ALD-e", "ald_m": "ALD-m", "ids_dlib": "identity cosine to GT (dlib)",
           "ref_ids": "identity cosine to references (dlib)"}
+
+
+def environment() -> dict[str, str]:
+    """The software and machine a run's numbers hold on (bit-identical reruns need the same ones)."""
+    import platform
+
+    import dlib
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "dlib": dlib.__version__, "machine": platform.machine(), "threads": str(torch.get_num_threads())}
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -99,23 +117,41 @@ def face_row(lq: Path, refs: list[Path], restored: Path, gt: Path, path: Path, t
 
 
 def compare_methods(evaluation: Any, metrics: list[str]) -> dict[str, dict[str, Any]]:
-    """Per metric: LQ mean, restored mean, higher_is_better, and on how many faces the restoration is better."""
+    """Per metric: the paired comparison of the restoration with the LQ input on the same faces
+    (`honestface.metrics.uncertainty.compare_paired`: means, gain with its bootstrap 95% interval, faces better,
+    verdict); `lq` / `restored` repeat the two means."""
+    from honestface.metrics.uncertainty import compare_paired
+
     hib = evaluation.higher_is_better()
     lq_rows = {r["image"]: r for r in evaluation.rows[LQ]}
     table = {}
     for m in metrics:
         if m not in evaluation.columns:
             continue
-        pairs = [(lq_rows[r["image"]][m], r[m]) for r in evaluation.rows[OURS] if r["image"] in lq_rows]
-        pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
-        if not pairs:
+        rows = [r for r in evaluation.rows[OURS] if r["image"] in lq_rows]
+        pairs = [(lq_rows[r["image"]][m], r[m]) for r in rows]
+        if not [1 for a, b in pairs if not (math.isnan(a) or math.isnan(b))]:
             continue
-        a, b = np.array(pairs, dtype=np.float64).T
-        wins = int(np.sum(b > a) if hib[m] else np.sum(b < a))
-        better = bool(b.mean() > a.mean()) if hib[m] else bool(b.mean() < a.mean())
-        table[m] = {"lq": float(a.mean()), "restored": float(b.mean()), "higher_is_better": bool(hib[m]),
-                    "restored_better": better, "faces_better": wins, "faces": len(pairs)}
+        c = compare_paired([a for a, _ in pairs], [b for _, b in pairs], bool(hib[m]))
+        table[m] = {"lq": c.input_mean, "restored": c.restored_mean, **c.to_dict()}
     return table
+
+
+def _num(x: float) -> str:
+    """4 significant digits, as the README and the report print metric values."""
+    return f"{x:.4g}"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The held-out metric table of one quickstart `summary.json` as Markdown (the README's table is this text)."""
+    lines = ["| metric (held-out faces) | LQ input | restored | gain (95% CI) | better on | verdict |",
+             "|---|---|---|---|---|---|"]
+    for m, t in summary["metrics"].items():
+        arrow = "↑" if t["higher_is_better"] else "↓"
+        lines.append(f"| {LABELS.get(m, m)} {arrow} | {_num(t['lq'])} | {_num(t['restored'])} | "
+                     f"{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}] | "
+                     f"{t['faces_better']} / {t['faces']} | {t['verdict']} |")
+    return "\n".join(lines)
 
 
 def _img(src: Path, root: Path, alt: str, width: int | None = None) -> str:
@@ -143,12 +179,16 @@ def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> 
                                    fig / "faces" / f"{rel.parent.name}_{rel.stem}.png"), len(refs)))
     eval_files = write_reports(result.evaluation, out / "evaluation")
     table = compare_methods(result.evaluation, list(LABELS))
-    summary = {"settings": s, "train_identities": split.train_identities, "test_identities": split.test_identities,
-               "num_test_faces": len(restorations), "metrics": table, "timings_s": result.timings,
-               "stages": {k: {"steps": v.steps, "seconds": v.seconds, "skipped": v.skipped, "final": str(v.final)}
-                          for k, v in result.stages.items()},
-               "group_photo_faces": result.photo["faces"], "skipped_metrics": result.evaluation.skipped}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    summary = {"settings": s, "environment": environment(), "train_identities": split.train_identities,
+               "test_identities": split.test_identities, "num_test_faces": len(restorations),
+               "metrics": table, "group_photo_faces": result.photo["faces"],
+               "skipped_metrics": result.evaluation.skipped}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")  # deterministic: no times, no paths
+    run = {"timings_s": result.timings,
+           "stages": {k: {"steps": v.steps, "seconds": v.seconds, "skipped": v.skipped,
+                          "final": v.final.relative_to(out).as_posix() if v.final.is_relative_to(out) else str(v.final)}
+                      for k, v in result.stages.items()}}
+    atomic_write_text(out / "run.json", json.dumps(run, indent=1) + "\n")
 
     e = html.escape
     parts = [
@@ -162,14 +202,17 @@ def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> 
          f"{s['size']}x{s['size']}.</p>"),
         f"<p class='note'>{HONEST_NOTES}</p>",
         "<h2>Metrics on the held-out faces</h2>",
-        "<table><tr><th>metric</th><th>LQ input</th><th>restored</th><th>restored better on</th></tr>",
+        ("<table><tr><th>metric</th><th>LQ input</th><th>restored</th><th>gain (95% CI)</th>"
+         "<th>restored better on</th><th>verdict</th></tr>"),
     ]
     for m, t in table.items():
         arrow = "&uarr;" if t["higher_is_better"] else "&darr;"
-        cls = " class='win'" if t["restored_better"] else ""
-        parts.append(f"<tr><td>{e(LABELS[m])} {arrow}</td><td>{t['lq']:.4f}</td><td{cls}>{t['restored']:.4f}</td>"
-                     f"<td>{t['faces_better']} / {t['faces']} faces</td></tr>")
+        cls = " class='win'" if t["verdict"] == BETTER else ""
+        parts.append(f"<tr><td>{e(LABELS[m])} {arrow}</td><td>{_num(t['lq'])}</td><td{cls}>{_num(t['restored'])}</td>"
+                     f"<td>{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}]</td>"
+                     f"<td>{t['faces_better']} / {t['faces']} faces</td><td>{e(t['verdict'])}</td></tr>")
     parts.append("</table>")
+    parts.append(f"<p class='note'>{INTERVAL_NOTE}</p>")
     if result.evaluation.skipped:
         parts.append("<p class='note'>Skipped metrics: " + e("; ".join(
             f"{k}: {v}" for k, v in result.evaluation.skipped.items())) + "</p>")

@@ -7,7 +7,9 @@ Steps (`run_quickstart`), each resumable:
 3. restoration: the held-out degraded faces in aligned mode with their references, and a degraded copy of the
    t1.jpg group photo in photo mode (detect, restore, paste back);
 4. evaluation: `honestface.metrics.evaluate_folders` on the LQ inputs and the restored faces against the GT;
-5. report: `report.html` (loss curves, image grids, the group photo, the metric table) and `summary.json`.
+5. report: `report.html` (loss curves, image grids, the group photo, the metric table), `summary.json` (settings,
+   software, per-metric comparison with bootstrap intervals: bit-identical for the same command, machine and
+   software) and `run.json` (times, stage folders).
 
 Our choices: the wavelet colour fix on the restored faces (the pipeline's photo-mode default; the tiny model's
 colour drifts), the held-out people, the group photo's degradation (downscale x0.5, noise, JPEG 35, upscale back)
@@ -27,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QUICKSTART_METRICS", "QuickstartResult", "check_output_folder", "degrade_photo", "run_quickstart"]
+__all__ = ["QUICKSTART_METRICS", "STEPS", "QuickstartResult", "check_output_folder", "degrade_photo", "run_quickstart"]
 
 STAMP = "quickstart.json"
 DEGRADATION = "tiny"  # the held-out faces' degradation: the one configs/tiny/*.yaml train with
+STEPS = {"vae": 500, "vre": 240, "honestface": 400}  # the default run's training steps per recipe stage
 QUICKSTART_METRICS = ("psnr", "ssim", "lmd_dlib68", "ald", "ids_dlib", "ref_ids")  # names: docs/metrics.md
 
 
@@ -43,17 +46,18 @@ class QuickstartResult:
     restored: Path
     photo: dict[str, Any]  # "lq", "restored": paths; "faces": how many faces were restored
     evaluation: Any  # EvaluationResult
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # the content of summary.json (settings, environment, per-metric comparisons)
     timings: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
 
 
-def check_output_folder(out: Path) -> None:
-    """Refuse a non-empty folder that an earlier quickstart did not write (its stamp file is missing)."""
+def check_output_folder(out: Path, stamp: str = STAMP) -> None:
+    """Refuse a non-empty folder that an earlier quickstart of the same kind did not write (no `stamp` file)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file():
-        raise ValueError(f"{out} exists and is not a quickstart output folder; pass another --output")
+    if out.is_dir() and any(out.iterdir()) and not (out / stamp).is_file():
+        kind = "quickstart" if stamp == STAMP else "multi-seed quickstart"
+        raise ValueError(f"{out} exists and is not a {kind} output folder; pass another --output")
 
 
 def degrade_photo(photo: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -114,8 +118,8 @@ def _restore_photo(pipe: Any, out: Path, seed: int) -> dict[str, Any]:
             "faces": sum(f.restored for f in result.faces[0])}
 
 
-def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int = 64, steps: int = 400,
-                   vae_steps: int = 500, vre_steps: int = 240, device: str | None = None, seed: int = 0,
+def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int = 64, steps: int = STEPS["honestface"],
+                   vae_steps: int = STEPS["vae"], vre_steps: int = STEPS["vre"], device: str | None = None, seed: int = 0,
                    train_views: int = 24, test_views: int = 4, overrides: dict[str, list[str]] | None = None,
                    progress: Callable[[str], None] | None = print) -> QuickstartResult:
     """Run the whole quickstart into `output` (resuming an earlier run there); returns everything it made."""
@@ -170,11 +174,11 @@ def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int =
     evaluation = evaluate_folders({"LQ input": split.test_lq, "HonestFace (tiny)": restored}, split.test_hq,
                                   refs=split.test_hq, lq=split.test_lq, metrics=list(QUICKSTART_METRICS),
                                   device=str(dev), identity="dlib")
-    summary = evaluation.summary()
     timings["evaluation"] = time.perf_counter() - t0
 
     # 5. Report.
-    result = QuickstartResult(out, settings, split, stages, restored, photo, evaluation, summary, timings)
+    result = QuickstartResult(out, settings, split, stages, restored, photo, evaluation, {}, timings)
     result.report = write_quickstart_report(result, rows)
+    result.summary = json.loads((out / "summary.json").read_text())
     say(f"[report] {result.report}")
     return result
