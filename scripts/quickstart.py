@@ -24,13 +24,13 @@ from honestface.quickstart.run import STEPS
 
 def summary_lines(summary: dict, timings: dict[str, float], report) -> list[str]:
     from honestface.quickstart.published import compare_with_published
-    from honestface.quickstart.report import LABELS
+    from honestface.quickstart.report import LABELS, format_gain
 
     lines = [(f"held-out people: {', '.join(summary['test_identities'])} ({summary['num_test_faces']} degraded "
               "faces); gain = mean per-face improvement with its bootstrap 95% interval"),
              f"{'metric':<40}{'LQ input':>10}{'restored':>10}  {'gain [95% CI]':<28}{'better on':<11}verdict"]
     for m, t in summary["metrics"].items():
-        ci = f"{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}]"
+        ci = format_gain(t)
         lines.append(f"{LABELS.get(m, m) + (' (higher better)' if t['higher_is_better'] else ' (lower better)'):<40}"
                      f"{t['lq']:>10.4g}{t['restored']:>10.4g}  {ci:<28}{t['faces_better']}/{t['faces']:<9}"
                      f"{t['verdict']}")

@@ -18,7 +18,8 @@ import numpy as np
 
 from honestface.metrics.uncertainty import BETTER
 
-__all__ = ["compare_methods", "loss_curves", "markdown_table", "read_scalars", "write_quickstart_report"]
+__all__ = ["compare_methods", "format_gain", "format_value", "loss_curves", "markdown_table", "quickstart_summary",
+           "read_scalars", "write_quickstart_report"]
 
 LQ, OURS = "LQ input", "HonestFace (tiny)"
 SKIP_TAGS = ("lr", "grad", "images_per", "memory", "time", "step")
@@ -119,7 +120,7 @@ def face_row(lq: Path, refs: list[Path], restored: Path, gt: Path, path: Path, t
 def compare_methods(evaluation: Any, metrics: list[str]) -> dict[str, dict[str, Any]]:
     """Per metric: the paired comparison of the restoration with the LQ input on the same faces
     (`honestface.metrics.uncertainty.compare_paired`: means, gain with its bootstrap 95% interval, faces better,
-    verdict); `lq` / `restored` repeat the two means."""
+    verdict), with the two means named `lq` and `restored`."""
     from honestface.metrics.uncertainty import compare_paired
 
     hib = evaluation.higher_is_better()
@@ -128,18 +129,22 @@ def compare_methods(evaluation: Any, metrics: list[str]) -> dict[str, dict[str, 
     for m in metrics:
         if m not in evaluation.columns:
             continue
-        rows = [r for r in evaluation.rows[OURS] if r["image"] in lq_rows]
-        pairs = [(lq_rows[r["image"]][m], r[m]) for r in rows]
-        if not [1 for a, b in pairs if not (math.isnan(a) or math.isnan(b))]:
+        pairs = [(lq_rows[r["image"]][m], r[m]) for r in evaluation.rows[OURS] if r["image"] in lq_rows]
+        if all(math.isnan(a) or math.isnan(b) for a, b in pairs):
             continue
-        c = compare_paired([a for a, _ in pairs], [b for _, b in pairs], bool(hib[m]))
-        table[m] = {"lq": c.input_mean, "restored": c.restored_mean, **c.to_dict()}
+        c = compare_paired([a for a, _ in pairs], [b for _, b in pairs], bool(hib[m])).to_dict()
+        table[m] = {"lq": c.pop("input_mean"), "restored": c.pop("restored_mean"), **c}
     return table
 
 
-def _num(x: float) -> str:
+def format_value(x: float) -> str:
     """4 significant digits, as the README and the report print metric values."""
     return f"{x:.4g}"
+
+
+def format_gain(t: dict[str, Any]) -> str:
+    """"+0.5 [+0.2, +0.8]": a comparison's gain with its 95% interval."""
+    return f"{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}]"
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -148,8 +153,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]
     for m, t in summary["metrics"].items():
         arrow = "↑" if t["higher_is_better"] else "↓"
-        lines.append(f"| {LABELS.get(m, m)} {arrow} | {_num(t['lq'])} | {_num(t['restored'])} | "
-                     f"{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}] | "
+        lines.append(f"| {LABELS.get(m, m)} {arrow} | {format_value(t['lq'])} | {format_value(t['restored'])} | "
+                     f"{format_gain(t)} | "
                      f"{t['faces_better']} / {t['faces']} | {t['verdict']} |")
     return "\n".join(lines)
 
@@ -159,8 +164,19 @@ def _img(src: Path, root: Path, alt: str, width: int | None = None) -> str:
     return f'<img src="{html.escape(src.relative_to(root).as_posix())}" alt="{html.escape(alt)}"{w}>'
 
 
+def quickstart_summary(result: Any, num_test_faces: int) -> dict[str, Any]:
+    """The content of `summary.json`: settings, software, people and the per-metric comparisons. Deterministic for
+    the same command, machine and software (no times, no paths)."""
+    split = result.split
+    return {"settings": result.settings, "environment": environment(), "train_identities": split.train_identities,
+            "test_identities": split.test_identities, "num_test_faces": num_test_faces,
+            "metrics": compare_methods(result.evaluation, list(LABELS)), "group_photo_faces": result.photo["faces"],
+            "skipped_metrics": result.evaluation.skipped}
+
+
 def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> Path:
-    """Write figures, `summary.json` and `report.html` under `result.output`; returns the report's path."""
+    """Write figures, `summary.json` (`result.summary`), `run.json` and `report.html` under `result.output`;
+    returns the report's path."""
     from honestface.io import atomic_write_text
     from honestface.metrics.report import write_reports
 
@@ -178,12 +194,8 @@ def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> 
         rows.append((rel, face_row(split.test_lq / rel, refs, result.restored / rel, split.test_hq / rel,
                                    fig / "faces" / f"{rel.parent.name}_{rel.stem}.png"), len(refs)))
     eval_files = write_reports(result.evaluation, out / "evaluation")
-    table = compare_methods(result.evaluation, list(LABELS))
-    summary = {"settings": s, "environment": environment(), "train_identities": split.train_identities,
-               "test_identities": split.test_identities, "num_test_faces": len(restorations),
-               "metrics": table, "group_photo_faces": result.photo["faces"],
-               "skipped_metrics": result.evaluation.skipped}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")  # deterministic: no times, no paths
+    table = result.summary["metrics"]
+    atomic_write_text(out / "summary.json", json.dumps(result.summary, indent=1) + "\n")  # no times, no paths
     run = {"timings_s": result.timings,
            "stages": {k: {"steps": v.steps, "seconds": v.seconds, "skipped": v.skipped,
                           "final": v.final.relative_to(out).as_posix() if v.final.is_relative_to(out) else str(v.final)}
@@ -208,8 +220,8 @@ def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> 
     for m, t in table.items():
         arrow = "&uarr;" if t["higher_is_better"] else "&darr;"
         cls = " class='win'" if t["verdict"] == BETTER else ""
-        parts.append(f"<tr><td>{e(LABELS[m])} {arrow}</td><td>{_num(t['lq'])}</td><td{cls}>{_num(t['restored'])}</td>"
-                     f"<td>{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}]</td>"
+        parts.append(f"<tr><td>{e(LABELS[m])} {arrow}</td><td>{format_value(t['lq'])}</td><td{cls}>{format_value(t['restored'])}</td>"
+                     f"<td>{format_gain(t)}</td>"
                      f"<td>{t['faces_better']} / {t['faces']} faces</td><td>{e(t['verdict'])}</td></tr>")
     parts.append("</table>")
     parts.append(f"<p class='note'>{INTERVAL_NOTE}</p>")

@@ -128,7 +128,7 @@ def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int =
     from honestface.data.sample_dataset import build_sample_split
     from honestface.metrics.evaluate import evaluate_folders
     from honestface.pipelines import HonestFacePipeline
-    from honestface.quickstart.report import write_quickstart_report
+    from honestface.quickstart.report import quickstart_summary, write_quickstart_report
     from honestface.training.recipe import run_small_scale_recipe
 
     say = progress or (lambda _: None)
@@ -178,7 +178,7 @@ def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int =
 
     # 5. Report.
     result = QuickstartResult(out, settings, split, stages, restored, photo, evaluation, {}, timings)
+    result.summary = quickstart_summary(result, len(rows))
     result.report = write_quickstart_report(result, rows)
-    result.summary = json.loads((out / "summary.json").read_text())
     say(f"[report] {result.report}")
     return result

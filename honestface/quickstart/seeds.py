@@ -64,16 +64,16 @@ def aggregate_seeds(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 def markdown_seeds_table(agg: dict[str, Any]) -> str:
     """The multi-seed table as Markdown (mean ± sd across seeds; per seed: gain [95% CI] and faces better)."""
-    from honestface.quickstart.report import LABELS, _num
+    from honestface.quickstart.report import LABELS, format_gain, format_value
 
     lines = ["| metric (held-out faces) | LQ input | restored | gain [95% CI] per seed | better on per seed | verdict |",
              "|---|---|---|---|---|---|"]
     for m, t in agg["metrics"].items():
         arrow = "↑" if t["higher_is_better"] else "↓"
-        gains = "; ".join(f"{r['gain']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" for r in t["per_seed"])
+        gains = "; ".join(format_gain(r) for r in t["per_seed"])
         wins = ", ".join(f"{r['faces_better']}/{r['faces']}" for r in t["per_seed"])
-        lines.append(f"| {LABELS.get(m, m)} {arrow} | {_num(t['lq_mean'])} ± {t['lq_sd']:.2g} | "
-                     f"{_num(t['restored_mean'])} ± {t['restored_sd']:.2g} | {gains} | {wins} | {t['verdict']} |")
+        lines.append(f"| {LABELS.get(m, m)} {arrow} | {format_value(t['lq_mean'])} ± {t['lq_sd']:.2g} | "
+                     f"{format_value(t['restored_mean'])} ± {t['restored_sd']:.2g} | {gains} | {wins} | {t['verdict']} |")
     return "\n".join(lines)
 
 
