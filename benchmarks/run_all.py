@@ -98,6 +98,11 @@ SPECS: tuple[Benchmark, ...] = (
               quick=("--seeds", "0,1", "--steps", "2", "--vae-steps", "2", "--vre-steps", "3", "--device", "{device}"),
               full=("--seeds", "0,1,2", "--device", "{device}"),
               description="the quickstart's claims across training seeds: gains, 95% intervals, verdicts, minutes"),
+    Benchmark("quickstart_levers", "quickstart_levers.py",
+              quick=("--levers", "base,ema", "--steps", "2", "--vae-steps", "2", "--vre-steps", "3",
+                     "--device", "{device}"),
+              full=("--device", "{device}"),
+              description="small-scale recipe levers scored on the validation split: gains, intervals, verdicts"),
 )
 
 # Leaf names that describe the setup rather than measure it: kept in results.json, left out of the table.

@@ -333,3 +333,50 @@ def test_inference_reference_sources(tmp_path: Path, faces: list[np.ndarray]) ->
     (refs / "broken.json").write_text(json.dumps({"anna": ["shared/nothere.png"]}))
     with pytest.raises(FileNotFoundError, match="nothere.png"):
         InferenceFolderDataset(lq, references=refs / "broken.json")
+
+
+def test_sample_split_exclusion_and_mirrored_views(tmp_path: Path) -> None:
+    """The validation split of the quickstart levers: excluded people appear nowhere; flipped training views keep
+    each landmark's role (the subject's left eye stays left of the right one in every sidecar); bad requests fail
+    in one line and leave no half-built folder."""
+    from honestface.data.sample_dataset import build_sample_split
+    from honestface.data.sidecar import read_sidecar
+    from honestface.face.schemes import DLIB68, FIVE
+
+    split = build_sample_split(tmp_path / "s", size=64, train_views=6, test_views=2, test_identities=("group_t1_1",),
+                               exclude_identities=("group_t1_4", "tom_hanks_aligned_0"), flip=True, detector="dlib")
+    present = {p.name for p in split.train.iterdir()} | {p.name for p in split.test_hq.iterdir()}
+    assert "group_t1_4" not in present and "tom_hanks_aligned_0" not in present
+    assert split.test_identities == ["group_t1_1"] and "group_t1_1" not in split.train_identities
+    assert len(split.train_identities) >= 5 and not (split.root / "all").exists()
+    for png in sorted(split.train.glob("*/*.png")):
+        side = read_sidecar(png)
+        left, right = DLIB68.eye_centers(np.asarray(side["landmarks"]))
+        five = np.asarray(side["points5"])
+        assert left[0] < right[0] and five[FIVE.indices("left_eye")[0], 0] < five[FIVE.indices("right_eye")[0], 0]
+    settings = json.loads((split.root / "split.json").read_text())["settings"]
+    assert settings["flip"] is True and settings["exclude_identities"] == ["group_t1_4", "tom_hanks_aligned_0"]
+    for kwargs, message in [({"exclude_identities": ("nobody_0",)}, "unknown identity 'nobody_0'"),
+                            ({"exclude_identities": ("group_t1_1",)}, "both tested and excluded")]:
+        with pytest.raises(ValueError, match=message):
+            build_sample_split(tmp_path / "bad", size=64, train_views=2, test_views=2, detector="dlib",
+                               test_identities=("group_t1_1",), **kwargs)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_mirrored_view_sidecar_is_the_flipped_landmarks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A view that is the crop mirrored gets exactly DLIB68.flip / FIVE.flip of the crop's points."""
+    from honestface.data import views
+    from honestface.data.sample_dataset import build_sample_identities
+    from honestface.data.sidecar import read_sidecar
+    from honestface.face.schemes import DLIB68, FIVE
+
+    def mirror_only(crop, count, **_):
+        w = crop.shape[1]
+        return [(np.ascontiguousarray(crop[:, ::-1]), np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]]))] * count
+
+    monkeypatch.setattr(views, "augmented_views", mirror_only)
+    name = build_sample_identities(tmp_path, size=64, views=2, photos=("astronaut",), detector="mtcnn", flip=True)[0]
+    first, view = read_sidecar(tmp_path / name / "0.png"), read_sidecar(tmp_path / name / "1.png")
+    np.testing.assert_allclose(view["landmarks"], DLIB68.flip(np.asarray(first["landmarks"]), 64), atol=1e-9)
+    np.testing.assert_allclose(view["points5"], FIVE.flip(np.asarray(first["points5"]), 64), atol=1e-9)

@@ -193,3 +193,24 @@ def test_insightface106_wrapper_with_random_onnx(tmp_path):
     faces = detect_landmarks(img, build_detector("dlib", points5=False), lm, rule="largest")
     assert len(faces) == 1 and faces[0].extra["landmark_scheme"] == "insightface106"
     assert faces[0].points5.shape == (5, 2)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_dlib68_mirror_permutation_matches_a_flipped_photo(dlib68, detectors, name):
+    """Landmarks found on the mirrored photo equal the original's through DLIB68.flip (each point keeps its role:
+    the flipped training views of `build_sample_identities(flip=True)` rely on it)."""
+    img = samples.load_sample(name)
+    width = img.shape[1]
+    pts = detect_landmarks(img, detectors["dlib"], dlib68)[0].extra["landmarks"]
+    mirrored = detect_landmarks(np.ascontiguousarray(img[:, ::-1]), detectors["dlib"], dlib68)[0].extra["landmarks"]
+    expected = DLIB68.flip(pts, width)
+    iod = np.linalg.norm(np.subtract(*DLIB68.eye_centers(pts)))
+    err = np.linalg.norm(mirrored - expected, axis=1)
+    assert np.median(err) < 0.05 * iod and err.max() < 0.2 * iod
+    # without the reindexing the sides are swapped: far off
+    naive = pts.copy()
+    naive[:, 0] = width - 1 - naive[:, 0]
+    assert np.median(np.linalg.norm(mirrored - naive, axis=1)) > 0.2 * iod
+    assert np.array_equal(DLIB68.swap_sides(DLIB68.swap_sides(pts)), pts)  # an involution
+    with pytest.raises(ValueError, match="no mirror permutation"):
+        get_scheme("wflw98").swap_sides(np.zeros((98, 2)))

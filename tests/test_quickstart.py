@@ -188,3 +188,22 @@ def test_quickstart_notebook_runs(tmp_path):
     assert any("text/markdown" in o.get("data", {}) and "psnr" in o["data"]["text/markdown"].lower()
                for o in outputs)
     assert len(list((tmp_path / "nb" / "restored").rglob("*.png"))) == 4
+
+
+def test_levers_table_and_unknown_lever(tmp_path):
+    from honestface.quickstart.levers import LEVER_METRICS, markdown_levers_table, run_levers
+
+    def row(gain, low, high, better, verdict):
+        return {"lq": 1.0, "restored": 1.0 + gain, "gain": gain, "ci_low": low, "ci_high": high,
+                "faces_better": better, "faces": 16, "verdict": verdict}
+
+    metrics = {m: row(0.5, 0.1, 0.9, 12, "better") for m in LEVER_METRICS}
+    table = {"levers": {"base": {"metrics": metrics},
+                        "ema": {"metrics": {**metrics, "ald": row(-0.2, -0.5, 0.1, 6, "no measurable change")}}}}
+    lines = markdown_levers_table(table).splitlines()
+    assert lines[0] == "| lever | " + " | ".join(LEVER_METRICS) + " |" and len(lines) == 4
+    assert lines[2].startswith("| base |") and lines[2].count(" better") == len(LEVER_METRICS)
+    assert "(6/16)" in lines[3] and lines[3].count(" better") == len(LEVER_METRICS) - 1
+    with pytest.raises(ValueError, match="unknown lever 'bigger'"):
+        run_levers(tmp_path / "levers", ["base", "bigger"])
+    assert not (tmp_path / "levers").exists()

@@ -20,7 +20,8 @@ def augmented_views(crop: np.ndarray, count: int, seed: int = 0, rotation: float
     rotation: max degrees; scale: max relative zoom; shift: max fraction of the size; flip: mirror half of the
     views; colour: max relative change of brightness, contrast and each channel's gain. Borders are reflected, so
     no black corners appear. `return_matrices`: (view, M) pairs, M (2, 3) mapping crop pixels to view pixels (with
-    a flip, landmark indices also swap sides: use flip=False when landmarks must follow).
+    a flip, landmark indices also swap sides: reindex them with the scheme's `swap_sides`, as
+    `honestface.data.sample_dataset.build_sample_identities` does).
     """
     if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
         raise ValueError(f"augmented_views expects an (H, W, 3) uint8 crop, got {crop.shape} {crop.dtype}")

@@ -33,12 +33,14 @@ _GROUPS = {
 class LandmarkScheme:
     """A named landmark layout: number of points and the index set of each component.
 
-    Components absent from a layout (e.g. the jaw of the 5-point layout) are empty tuples.
+    Components absent from a layout (e.g. the jaw of the 5-point layout) are empty tuples. `mirror[i]` is the
+    point that takes point i's role in the horizontally flipped face (empty: the layout cannot be flipped).
     """
 
     name: str
     num_points: int
     components: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    mirror: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for comp, idx in self.components.items():
@@ -46,6 +48,21 @@ class LandmarkScheme:
                 raise ValueError(f"scheme {self.name!r}: unknown component {comp!r}; allowed: {_BASE_COMPONENTS}")
             if idx and (min(idx) < 0 or max(idx) >= self.num_points):
                 raise ValueError(f"scheme {self.name!r}: component {comp!r} has indices outside 0..{self.num_points - 1}")
+        if self.mirror and sorted(self.mirror) != list(range(self.num_points)):
+            raise ValueError(f"scheme {self.name!r}: mirror must be a permutation of 0..{self.num_points - 1}")
+
+    def swap_sides(self, points: np.ndarray) -> np.ndarray:
+        """Reindex landmarks (..., P, 2) whose positions were mirrored, so that each point has its role again
+        (after a flip the subject's right eye sits where the left one was)."""
+        if not self.mirror:
+            raise ValueError(f"scheme {self.name!r} has no mirror permutation; its landmarks cannot be flipped")
+        return np.asarray(points)[..., list(self.mirror), :]
+
+    def flip(self, points: np.ndarray, width: float) -> np.ndarray:
+        """Landmarks (..., P, 2) of the face mirrored in an image `width` pixels wide (x -> width - 1 - x)."""
+        out = np.array(self.swap_sides(points), dtype=np.float64)
+        out[..., 0] = width - 1 - out[..., 0]
+        return out
 
     def indices(self, component: str) -> np.ndarray:
         """Indices of a component, a group (eyes, brows, mouth) or `all`, as an int64 array."""
@@ -101,6 +118,12 @@ DLIB68 = LandmarkScheme(
         "mouth_outer": _r(48, 59),
         "mouth_inner": _r(60, 67),
     },
+    # iBUG 300-W flip pairs: jaw 0-16, brows 17-26, nostrils 31-35, eyes 36-45 / 37-44 / 38-43 / 39-42 / 40-47 /
+    # 41-46, outer lips 48-54 / 49-53 / 50-52 / 55-59 / 56-58, inner lips 60-64 / 61-63 / 65-67; the midline
+    # points (8, 27-30, 33, 51, 57, 62, 66) map to themselves.
+    mirror=(*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+            45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+            54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65),
 )
 
 WFLW98 = LandmarkScheme(
@@ -122,6 +145,7 @@ FIVE = LandmarkScheme(
     name="five",
     num_points=5,
     components={"left_eye": (0,), "right_eye": (1,), "nose": (2,), "mouth_outer": (3, 4)},
+    mirror=(1, 0, 2, 4, 3),
 )
 
 # For to_five: indices of (nose tip, left mouth corner, right mouth corner) in each layout.

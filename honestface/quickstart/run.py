@@ -121,11 +121,17 @@ def _restore_photo(pipe: Any, out: Path, seed: int) -> dict[str, Any]:
 def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int = 64, steps: int = STEPS["honestface"],
                    vae_steps: int = STEPS["vae"], vre_steps: int = STEPS["vre"], device: str | None = None, seed: int = 0,
                    train_views: int = 24, test_views: int = 4, overrides: dict[str, list[str]] | None = None,
+                   flip: bool = False, test_identities: tuple[str, ...] | None = None,
+                   exclude_identities: tuple[str, ...] = (),
                    progress: Callable[[str], None] | None = print) -> QuickstartResult:
-    """Run the whole quickstart into `output` (resuming an earlier run there); returns everything it made."""
+    """Run the whole quickstart into `output` (resuming an earlier run there); returns everything it made.
+
+    overrides: extra config items per recipe stage, e.g. {"honestface": ["train.ema_decay=0.99"]}; flip: mirrored
+    training views (landmarks follow); test_identities / exclude_identities: another held-out split (the
+    validation runs of `honestface.quickstart.levers`; default: the quickstart's two test people)."""
     import torch
 
-    from honestface.data.sample_dataset import build_sample_split
+    from honestface.data.sample_dataset import DEFAULT_TEST_IDENTITIES, build_sample_split
     from honestface.metrics.evaluate import evaluate_folders
     from honestface.pipelines import HonestFacePipeline
     from honestface.quickstart.report import quickstart_summary, write_quickstart_report
@@ -138,14 +144,19 @@ def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int =
         raise ValueError(f"size must be a multiple of 8 and at least 32, got {size}")
     out.mkdir(parents=True, exist_ok=True)
     settings = {"size": size, "degradation": DEGRADATION, "steps": {"vae": vae_steps, "vre": vre_steps, "honestface": steps}, "seed": seed,
-                "train_views": train_views, "test_views": test_views, "device": device or "auto"}
+                "train_views": train_views, "test_views": test_views, "flip": flip, "device": device or "auto"}
+    if overrides:
+        settings["overrides"] = {k: list(v) for k, v in sorted(overrides.items()) if v}
+    if exclude_identities:
+        settings["excluded_identities"] = list(exclude_identities)
     (out / STAMP).write_text(json.dumps(settings, indent=1))
     timings: dict[str, float] = {}
 
     # 1. Data: aligned crops of every bundled face; two people held out; fixed degraded copies of their views.
     t0 = time.perf_counter()
     split = build_sample_split(out / "data", size=size, train_views=train_views, test_views=test_views,
-                               preset=DEGRADATION, seed=seed)
+                               preset=DEGRADATION, seed=seed, flip=flip, exclude_identities=exclude_identities,
+                               test_identities=test_identities or DEFAULT_TEST_IDENTITIES)
     timings["data"] = time.perf_counter() - t0
     say(f"[data] {len(split.train_identities)} training people, held out: {', '.join(split.test_identities)}")
 
