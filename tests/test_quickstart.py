@@ -112,6 +112,11 @@ def test_publish_rewrites_only_the_marked_tables(quickstart_run, tmp_path):
     assert json.loads((results / "quickstart_summary.json").read_text()) == json.loads(
         (out / "summary.json").read_text())
     assert readme_tables_agree(readme, results) == [f"quickstart_seeds.json is missing from {results}"]
+    bare = tmp_path / "bare.md"
+    bare.write_text("# no tables\n")
+    with pytest.raises(ValueError, match="no '<!-- quickstart:summary begin -->'"):
+        publish(out, bare, tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists() and bare.read_text() == "# no tables\n"
 
 
 def test_quickstart_report_links_only_existing_files(quickstart_run):

@@ -81,15 +81,15 @@ def publish(run: str | os.PathLike, readme: Path = README, results: Path = RESUL
     sources = {k: run / n for k, n in (("summary", "summary.json"), ("seeds", "seeds.json")) if (run / n).is_file()}
     if not sources:
         raise FileNotFoundError(f"{run} holds neither summary.json nor seeds.json; pass a quickstart output folder")
+    text = readme.read_text()
+    for kind in sources:  # checked before anything is written
+        if not any(m.group(2) == kind for m in BLOCK.finditer(text)):
+            raise ValueError(f"{readme} has no '<!-- quickstart:{kind} begin -->' ... end block to rewrite")
     results.mkdir(parents=True, exist_ok=True)
     written = []
     for kind, src in sources.items():
         shutil.copyfile(src, results / FILES[kind])
         written.append(results / FILES[kind])
-    text = readme.read_text()
-    for kind in sources:
-        if not any(m.group(2) == kind for m in BLOCK.finditer(text)):
-            raise ValueError(f"{readme} has no '<!-- quickstart:{kind} begin -->' ... end block to rewrite")
     text = BLOCK.sub(lambda m: m.group(1) + (readme_block(m.group(2), results) if m.group(2) in sources
                                              else m.group(3)) + m.group(4), text)
     atomic_write_text(readme, text)
