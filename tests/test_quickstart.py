@@ -74,6 +74,22 @@ def test_quickstart_writes_every_artefact(quickstart_run):
     assert set(run_info["timings_s"]) == {"data", "training", "restoration", "evaluation"}
     assert run_info["stages"]["honestface"]["final"] == "runs/honestface/final"
     assert str(out) not in (out / "summary.json").read_text()  # no local path: comparable across folders
+    assert "Better than the LQ input on this run:" in (out / "report.html").read_text()  # the verdicts in words
+
+
+def test_claims_sentence_states_what_holds():
+    from honestface.quickstart.report import claims_sentence
+
+    def t(verdict):
+        return {"verdict": verdict}
+
+    held = {"psnr": t("better"), "lmd_dlib68": t("better"), "ald": t("better"), "ids_dlib": t("better")}
+    assert claims_sentence(held).endswith("The method's own claims (landmarks and identity better than the input) hold.")
+    mixed = {**held, "ssim": t("worse"), "ald": t("no measurable change")}
+    text = claims_sentence(mixed, where="in every seed")
+    assert text.startswith("Better than the LQ input in every seed: PSNR (dB), LMD, identity cosine to GT (dlib).")
+    assert "Worse: SSIM (pyiqa: luma)." in text
+    assert text.endswith("do not hold in every seed: ALD is not better than the input.")
 
 
 def test_same_command_and_seed_give_a_bit_identical_summary_and_seeds_are_aggregated(quickstart_run, tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 
 from honestface.metrics.uncertainty import BETTER
 
-__all__ = ["compare_methods", "format_gain", "format_value", "loss_curves", "markdown_table", "quickstart_summary",
+__all__ = ["claims_sentence", "compare_methods", "format_gain", "format_value", "loss_curves", "markdown_table", "quickstart_summary",
            "read_scalars", "write_quickstart_report"]
 
 LQ, OURS = "LQ input", "HonestFace (tiny)"
@@ -147,6 +147,31 @@ def format_gain(t: dict[str, Any]) -> str:
     return f"{t['gain']:+.3g} [{t['ci_low']:+.3g}, {t['ci_high']:+.3g}]"
 
 
+METHOD_CLAIMS = ("lmd_dlib68", "ald", "ids_dlib")  # HonestFace's own claims: landmarks and identity kept
+
+
+def claims_sentence(metrics: dict[str, dict[str, Any]], where: str = "on this run") -> str:
+    """One plain sentence from the verdicts of a summary's or a multi-seed aggregate's metrics: which metrics are
+    better / worse than the LQ input (interval excluding zero), and whether the method's own claims hold."""
+    from honestface.metrics.uncertainty import BETTER, WORSE
+
+    def names(verdict: str) -> list[str]:
+        return [LABELS.get(m, m).split(",")[0] for m, t in metrics.items() if t["verdict"] == verdict]
+
+    better, worse = names(BETTER), names(WORSE)
+    parts = [f"Better than the LQ input {where}: {', '.join(better) or 'none'}."]
+    if worse:
+        parts.append(f"Worse: {', '.join(worse)}.")
+    claims = [m for m in METHOD_CLAIMS if m in metrics]
+    failed = [LABELS.get(m, m).split(",")[0] for m in claims if metrics[m]["verdict"] != BETTER]
+    if claims and not failed:
+        parts.append("The method's own claims (landmarks and identity better than the input) hold.")
+    elif claims:
+        parts.append(f"The method's own claims do not hold {where}: {', '.join(failed)} "
+                     f"{'is' if len(failed) == 1 else 'are'} not better than the input.")
+    return " ".join(parts)
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """The held-out metric table of one quickstart `summary.json` as Markdown (the README's table is this text)."""
     lines = ["| metric (held-out faces) | LQ input | restored | gain (95% CI) | better on | verdict |",
@@ -156,7 +181,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(f"| {LABELS.get(m, m)} {arrow} | {format_value(t['lq'])} | {format_value(t['restored'])} | "
                      f"{format_gain(t)} | "
                      f"{t['faces_better']} / {t['faces']} | {t['verdict']} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", claims_sentence(summary["metrics"])])
 
 
 def _img(src: Path, root: Path, alt: str, width: int | None = None) -> str:
@@ -224,6 +249,7 @@ def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> 
                      f"<td>{format_gain(t)}</td>"
                      f"<td>{t['faces_better']} / {t['faces']} faces</td><td>{e(t['verdict'])}</td></tr>")
     parts.append("</table>")
+    parts.append(f"<p><b>{e(claims_sentence(table))}</b></p>")
     parts.append(f"<p class='note'>{INTERVAL_NOTE}</p>")
     if result.evaluation.skipped:
         parts.append("<p class='note'>Skipped metrics: " + e("; ".join(

@@ -64,7 +64,7 @@ def aggregate_seeds(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 def markdown_seeds_table(agg: dict[str, Any]) -> str:
     """The multi-seed table as Markdown (mean ± sd across seeds; per seed: gain [95% CI] and faces better)."""
-    from honestface.quickstart.report import LABELS, format_gain, format_value
+    from honestface.quickstart.report import LABELS, claims_sentence, format_gain, format_value
 
     lines = ["| metric (held-out faces) | LQ input | restored | gain [95% CI] per seed | better on per seed | verdict |",
              "|---|---|---|---|---|---|"]
@@ -74,7 +74,7 @@ def markdown_seeds_table(agg: dict[str, Any]) -> str:
         wins = ", ".join(f"{r['faces_better']}/{r['faces']}" for r in t["per_seed"])
         lines.append(f"| {LABELS.get(m, m)} {arrow} | {format_value(t['lq_mean'])} ± {t['lq_sd']:.2g} | "
                      f"{format_value(t['restored_mean'])} ± {t['restored_sd']:.2g} | {gains} | {wins} | {t['verdict']} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", claims_sentence(agg["metrics"], where="in every seed")])
 
 
 def run_seeds(output: str | os.PathLike, seeds: Sequence[int], progress: Callable[[str], None] | None = print,
