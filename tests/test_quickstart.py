@@ -208,6 +208,8 @@ def test_quickstart_notebook_runs(tmp_path):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # faces, loss curves, restorations
     assert any("text/markdown" in o.get("data", {}) and "psnr" in o["data"]["text/markdown"].lower()
                for o in outputs)
+    assert any("text/markdown" in o.get("data", {}) and "Better than the LQ input" in o["data"]["text/markdown"]
+               for o in outputs)  # gains with intervals and the verdicts in words
     assert len(list((tmp_path / "nb" / "restored").rglob("*.png"))) == 4
 
 
