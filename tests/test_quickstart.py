@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -62,10 +63,16 @@ def test_quickstart_writes_every_artefact(quickstart_run):
     assert restored == lq and len(restored) == 8
     assert summary["group_photo_faces"] == 6  # t1.jpg: six people detected and restored in photo mode
     assert (out / "photo" / "group_t1_restored.png").is_file()
+    with (out / "evaluation" / "per_image.csv").open() as f:
+        per_image = list(csv.DictReader(f))
     for metric in ("psnr", "ssim", "lmd_dlib68", "ald", "ald_e", "ald_m", "ids_dlib", "ref_ids"):
         row = summary["metrics"][metric]
         assert row["faces"] == 8, metric  # computed for every held-out face, LQ and restored
-        assert 0 <= row["faces_better"] <= 8
+        values = {m: {r["image"]: float(r[metric]) for r in per_image if r["method"] == m}
+                  for m in ("LQ input", "HonestFace (tiny)")}
+        sign = 1 if row["higher_is_better"] else -1
+        better = sum(sign * (values["HonestFace (tiny)"][k] - v) > 0 for k, v in values["LQ input"].items())
+        assert row["faces_better"] == better, metric  # the per-image table and the summary agree
         assert row["ci_low"] <= row["gain"] <= row["ci_high"], metric  # the bootstrap 95% interval of the gain
         assert row["verdict"] == ("better" if row["ci_low"] > 0 else "worse" if row["ci_high"] < 0
                                   else "no measurable change"), metric
@@ -119,12 +126,12 @@ def test_publish_rewrites_only_the_marked_tables(quickstart_run, tmp_path):
 
     out, _ = quickstart_run
     readme = tmp_path / "README.md"
-    readme.write_text("# title\n<!-- quickstart:summary begin (generated) -->\nold\n<!-- quickstart:summary end -->\n"
+    readme.write_text("# title\n<!-- quickstart:summary begin (generated) -->\nSTALE\n<!-- quickstart:summary end -->\n"
                       "text\n<!-- quickstart:seeds begin -->\nkept\n<!-- quickstart:seeds end -->\n")
     results = tmp_path / "results"
     publish(out, readme, results)
     text = readme.read_text()
-    assert readme_block("summary", results) in text and "old" not in text and "kept" in text and "# title" in text
+    assert readme_block("summary", results) in text and "STALE" not in text and "kept" in text and "# title" in text
     assert json.loads((results / "quickstart_summary.json").read_text()) == json.loads(
         (out / "summary.json").read_text())
     assert readme_tables_agree(readme, results) == [f"quickstart_seeds.json is missing from {results}"]
