@@ -354,6 +354,12 @@ def test_sample_split_exclusion_and_mirrored_views(tmp_path: Path) -> None:
         left, right = DLIB68.eye_centers(np.asarray(side["landmarks"]))
         five = np.asarray(side["points5"])
         assert left[0] < right[0] and five[FIVE.indices("left_eye")[0], 0] < five[FIVE.indices("right_eye")[0], 0]
+    plain = build_sample_split(tmp_path / "plain", size=64, train_views=6, test_views=2, detector="dlib",
+                               test_identities=("group_t1_1",), exclude_identities=("group_t1_4", "tom_hanks_aligned_0"))
+    for png in sorted(split.test_hq.rglob("*.png")):  # flips change the training views only: same test faces
+        assert png.read_bytes() == (plain.test_hq / png.relative_to(split.test_hq)).read_bytes()
+    assert any(png.read_bytes() != (plain.train / png.relative_to(split.train)).read_bytes()
+               for png in split.train.rglob("*.png"))
     settings = json.loads((split.root / "split.json").read_text())["settings"]
     assert settings["flip"] is True and settings["exclude_identities"] == ["group_t1_4", "tom_hanks_aligned_0"]
     for kwargs, message in [({"exclude_identities": ("nobody_0",)}, "unknown identity 'nobody_0'"),

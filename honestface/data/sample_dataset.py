@@ -24,10 +24,12 @@ PHOTOS = ("astronaut", "grace_hopper", "group_t1")
 
 
 def build_sample_identities(output: str | os.PathLike, size: int = 512, views: int = 4, seed: int = 0,
-                            photos: tuple[str, ...] = PHOTOS, detector: str = "mtcnn", flip: bool = False) -> list[str]:
+                            photos: tuple[str, ...] = PHOTOS, detector: str = "mtcnn", flip: bool = False,
+                            unflipped: tuple[str, ...] = ()) -> list[str]:
     """Write `output/<photo>_<i>/{0..views-1}.png` (+ `.json` sidecars); returns the identity names.
 
-    flip: mirror about half of the augmented views (landmarks and 5 points follow, sides swapped).
+    flip: mirror about half of the augmented views (landmarks and 5 points follow, sides swapped), except for the
+    identities in `unflipped`, whose views are then the same as with flip=False (the held-out faces of a split).
 
     Existing folders are rewritten, so the result depends only on the arguments.
     """
@@ -47,7 +49,8 @@ def build_sample_identities(output: str | os.PathLike, size: int = 512, views: i
     for photo in photos:
         for i, face in enumerate(extract_faces(load_sample(photo), det, landmarker, size=size)):
             name = f"{photo}_{i}"
-            jittered = augmented_views(face.crop, views - 1, seed=seed * 7919 + len(names), flip=flip,
+            jittered = augmented_views(face.crop, views - 1, seed=seed * 7919 + len(names),
+                                       flip=flip and name not in unflipped,
                                        return_matrices=True)
             identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
             for j, (crop, m) in enumerate([(face.crop, identity), *jittered]):
@@ -96,8 +99,9 @@ def build_sample_split(output: str | os.PathLike, size: int = 64, train_views: i
     """Identity-disjoint train / test faces from every bundled photo (astronaut, Grace Hopper, t1's six people,
     Tom Hanks): `output/faces/<identity>/` (crop 0 + `train_views - 1` augmented views) for training identities,
     `output/test/hq/<identity>/` (`test_views` views) and their degraded copies `output/test/lq/...` (preset
-    `preset`, seed `seed`; `honestface.data.prepare.make_testset`). `flip`: mirrored views among the augmented
-    ones (`build_sample_identities`). `exclude_identities` are left out entirely
+    `preset`, seed `seed`; `honestface.data.prepare.make_testset`). `flip`: mirrored views among the training
+    people's augmented views (`build_sample_identities`; the test faces stay those of flip=False, so runs with and
+    without flips are scored on the same faces). `exclude_identities` are left out entirely
     (neither trained on nor tested): a validation split holds out the real test people this way
     (`honestface.quickstart.levers`). Rerunning with the same arguments is cheap."""
     from honestface.data.prepare import make_testset
@@ -116,7 +120,7 @@ def build_sample_split(output: str | os.PathLike, size: int = 64, train_views: i
             shutil.rmtree(out)
         staging = out / "all"
         names = build_sample_identities(staging, size=size, views=views, seed=seed, photos=ALL_PHOTOS,
-                                        detector=detector, flip=flip)
+                                        detector=detector, flip=flip, unflipped=tuple(test_identities))
         unknown = sorted((set(test_identities) | set(exclude_identities)) - set(names))
         if unknown:
             shutil.rmtree(out)
