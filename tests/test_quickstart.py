@@ -10,6 +10,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -237,3 +238,36 @@ def test_levers_table_and_unknown_lever(tmp_path):
     with pytest.raises(ValueError, match="unknown lever 'bigger'"):
         run_levers(tmp_path / "levers", ["base", "bigger"])
     assert not (tmp_path / "levers").exists()
+
+
+def test_run_levers_passes_each_levers_settings_and_reuses_the_base_stages(tmp_path, monkeypatch):
+    """run_levers with a stand-in quickstart: the validation split, each lever's own values (winning over the
+    common settings), the base VAE/VRE exports copied into every lever's folder before it runs, levers.json/md."""
+    import honestface.quickstart.run as run_module
+    from honestface.quickstart.levers import LEVER_METRICS, VALIDATION_IDENTITIES, run_levers
+
+    calls = []
+
+    def fake_run(output, **kwargs):
+        out = Path(output)
+        calls.append((out.name, kwargs, sorted(p.relative_to(out).as_posix() for p in out.rglob("training.json"))))
+        for stage in ("vae", "vre", "honestface"):
+            (out / "runs" / stage / "final").mkdir(parents=True, exist_ok=True)
+            (out / "runs" / stage / "final" / "training.json").write_text("{}")
+        row = {"lq": 1.0, "restored": 1.5, "gain": 0.5, "ci_low": 0.1, "ci_high": 0.9, "faces_better": 9, "faces": 16,
+               "verdict": "better"}
+        summary = {"settings": {"steps": kwargs["steps"]}, "train_identities": ["a", "b"],
+                   "metrics": {m: row for m in LEVER_METRICS}}
+        (out / "summary.json").write_text(json.dumps(summary))
+        return SimpleNamespace(summary=summary)
+
+    monkeypatch.setattr(run_module, "run_quickstart", fake_run)
+    table = run_levers(tmp_path / "lv", ["short", "flip"], steps=2, device="cpu", progress=None)
+    assert [c[0] for c in calls] == ["base", "short", "flip"]
+    base, short, flip = (c[1] for c in calls)
+    assert base["test_identities"] == VALIDATION_IDENTITIES and "tom_hanks_aligned_0" in base["exclude_identities"]
+    assert base["steps"] == 2 and short["steps"] == 200 and flip["flip"] is True and "flip" not in base
+    assert calls[1][2] == ["runs/vae/final/training.json", "runs/vre/final/training.json"]  # copied from base
+    assert list(table["levers"]) == ["base", "short", "flip"]
+    assert json.loads((tmp_path / "lv" / "levers.json").read_text())["levers"]["short"]["changes"]["steps"] == 200
+    assert (tmp_path / "lv" / "levers.md").read_text().startswith("| lever |")

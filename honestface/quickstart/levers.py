@@ -98,7 +98,7 @@ def run_levers(output: str | os.PathLike, names: Sequence[str] = tuple(LEVERS), 
             _reuse_base_stages(out / "base", out / name)
         if progress:
             progress(f"[levers] {name}")
-        result = run_quickstart(out / name, **common, **LEVERS[name])
+        result = run_quickstart(out / name, **{**common, **LEVERS[name]})  # a lever's value wins (e.g. steps)
         rows[name] = {"changes": LEVERS[name], **_lever_row(result.summary, (time.perf_counter() - t0) / 60)}
     first = json.loads((out / "base" / "summary.json").read_text())
     table = {"seed": seed, "validation_identities": list(VALIDATION_IDENTITIES),
