@@ -229,12 +229,13 @@ def test_levers_table_and_unknown_lever(tmp_path):
                 "faces_better": better, "faces": 16, "verdict": verdict}
 
     metrics = {m: row(0.5, 0.1, 0.9, 12, "better") for m in LEVER_METRICS}
-    table = {"levers": {"base": {"metrics": metrics},
+    table = {"levers": {"base": {"metrics": metrics, "generator_minutes": 7.0},
                         "ema": {"metrics": {**metrics, "ald": row(-0.2, -0.5, 0.1, 6, "no measurable change")}}}}
     lines = markdown_levers_table(table).splitlines()
-    assert lines[0] == "| lever | " + " | ".join(LEVER_METRICS) + " |" and len(lines) == 4
+    assert lines[0] == "| lever | " + " | ".join(LEVER_METRICS) + " | generator min |" and len(lines) == 4
     assert lines[2].startswith("| base |") and lines[2].count(" better") == len(LEVER_METRICS)
     assert "(6/16)" in lines[3] and lines[3].count(" better") == len(LEVER_METRICS) - 1
+    assert lines[2].endswith("| 7.0 |") and lines[3].endswith("| - |")
     with pytest.raises(ValueError, match="unknown lever 'bigger'"):
         run_levers(tmp_path / "levers", ["base", "bigger"])
     assert not (tmp_path / "levers").exists()

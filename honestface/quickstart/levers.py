@@ -8,7 +8,8 @@ test pair) are held out and restored with their references, and the remaining fi
 
 `run_levers(output, names)` runs the base recipe into `output/base`, then each lever into `output/<lever>`, and
 writes `output/levers.json` and `output/levers.md`: per lever and metric the validation gain over the LQ input with
-its bootstrap 95% interval, faces better and the verdict (`honestface.metrics.uncertainty`), plus minutes.
+its bootstrap 95% interval, faces better and the verdict (`honestface.metrics.uncertainty`), plus the minutes of
+this invocation and the generator stage's training minutes (from its logged step times, also for resumed levers).
 
 Our choice, to fit the time: levers that change only the generator stage reuse the base run's VAE and VRE exports;
 levers that change the data (flips, more views) reuse them too (the VAE and VRE see the base data), so they test
@@ -66,9 +67,23 @@ def _reuse_base_stages(base: Path, lever: Path) -> None:
             shutil.copytree(src, dst)
 
 
-def _lever_row(summary: dict[str, Any], minutes: float) -> dict[str, Any]:
+def _generator_minutes(run: Path) -> float | None:
+    """Training minutes of the lever's generator stage from its logged step times (median s/step x steps), so a
+    lever resumed from an earlier invocation still reports what its training cost."""
+    import statistics
+
+    from honestface.quickstart.report import read_scalars
+
+    stage = run / "runs" / "honestface"
+    step_s = [v for _, v in read_scalars(stage).get("perf/step_s", [])]
+    done = json.loads((stage / "final" / "training.json").read_text()).get("step") if (
+        stage / "final" / "training.json").is_file() else None
+    return round(statistics.median(step_s) * done / 60, 2) if step_s and done else None
+
+
+def _lever_row(summary: dict[str, Any], minutes: float, run: Path) -> dict[str, Any]:
     keys = ("lq", "restored", "gain", "ci_low", "ci_high", "faces_better", "faces", "verdict")
-    return {"minutes": round(minutes, 2),
+    return {"minutes": round(minutes, 2), "generator_minutes": _generator_minutes(run),
             "metrics": {m: {k: r[k] for k in keys} for m, r in summary["metrics"].items() if m in LEVER_METRICS}}
 
 
@@ -99,7 +114,8 @@ def run_levers(output: str | os.PathLike, names: Sequence[str] = tuple(LEVERS), 
         if progress:
             progress(f"[levers] {name}")
         result = run_quickstart(out / name, **{**common, **LEVERS[name]})  # a lever's value wins (e.g. steps)
-        rows[name] = {"changes": LEVERS[name], **_lever_row(result.summary, (time.perf_counter() - t0) / 60)}
+        rows[name] = {"changes": LEVERS[name], **_lever_row(result.summary, (time.perf_counter() - t0) / 60,
+                                                             out / name)}
     first = json.loads((out / "base" / "summary.json").read_text())
     table = {"seed": seed, "validation_identities": list(VALIDATION_IDENTITIES),
              "train_identities": first["train_identities"], "settings": first["settings"], "levers": rows}
@@ -115,13 +131,14 @@ def markdown_levers_table(table: dict[str, Any]) -> str:
 
     levers = table["levers"]
     metrics = [m for m in LEVER_METRICS if all(m in r["metrics"] for r in levers.values())]
-    head = "| lever | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (len(metrics) + 1)]
+    head = "| lever | " + " | ".join(metrics) + " | generator min |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
     for name, row in levers.items():
         cells = []
         for m in metrics:
             r = row["metrics"][m]
             mark = {BETTER: " better", WORSE: " worse"}.get(r["verdict"], "")
             cells.append(f"{format_gain(r)} ({r['faces_better']}/{r['faces']}){mark}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        minutes = row.get("generator_minutes")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if minutes is None else minutes} |")
     return "\n".join(lines) + "\n"
