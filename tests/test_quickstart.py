@@ -272,3 +272,15 @@ def test_run_levers_passes_each_levers_settings_and_reuses_the_base_stages(tmp_p
     assert list(table["levers"]) == ["base", "short", "flip"]
     assert json.loads((tmp_path / "lv" / "levers.json").read_text())["levers"]["short"]["changes"]["steps"] == 200
     assert (tmp_path / "lv" / "levers.md").read_text().startswith("| lever |")
+
+
+def test_readme_tables_are_the_committed_results():
+    """The README's quickstart tables (and their verdict sentences) are exactly the ones generated from
+    docs/results/*.json, the files of the published default and three-seed runs."""
+    from honestface.quickstart.published import FILES, RESULTS, readme_tables_agree
+
+    assert readme_tables_agree() == []
+    summary = json.loads((RESULTS / FILES["summary"]).read_text())
+    seeds = json.loads((RESULTS / FILES["seeds"]).read_text())
+    assert summary["settings"] == {**seeds["settings"], "seed": 0}  # the default run is seed 0 of the seed run
+    assert seeds["metrics"]["psnr"]["per_seed"][0]["gain"] == summary["metrics"]["psnr"]["gain"]

@@ -143,8 +143,9 @@ def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int =
     if size < 32 or size % 8:
         raise ValueError(f"size must be a multiple of 8 and at least 32, got {size}")
     out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = {"size": size, "degradation": DEGRADATION, "steps": {"vae": vae_steps, "vre": vre_steps, "honestface": steps}, "seed": seed,
-                "train_views": train_views, "test_views": test_views, "flip": flip, "device": device or "auto"}
+                "train_views": train_views, "test_views": test_views, "flip": flip, "device": dev.type}
     if overrides:
         settings["overrides"] = {k: list(v) for k, v in sorted(overrides.items()) if v}
     if exclude_identities:
@@ -172,7 +173,6 @@ def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int =
 
     # 3. Restoration: held-out faces with references (aligned mode) and the degraded group photo (photo mode).
     t0 = time.perf_counter()
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipe = HonestFacePipeline.from_pretrained(stages["honestface"].final, detector="mtcnn", device=dev)
     restored = out / "restored"
     rows = _restore_test_faces(pipe, split, restored, seed)
