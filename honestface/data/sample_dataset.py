@@ -115,6 +115,8 @@ def build_sample_split(output: str | os.PathLike, size: int = 64, train_views: i
         settings["exclude_identities"] = list(exclude_identities)
     if flip:
         settings["flip"] = True
+    if set(test_identities) & set(exclude_identities):  # checked before any face is detected
+        raise ValueError("an identity cannot be both tested and excluded")
     if not (stamp.is_file() and json.loads(stamp.read_text()).get("settings") == settings):
         if out.exists():
             shutil.rmtree(out)
@@ -122,15 +124,12 @@ def build_sample_split(output: str | os.PathLike, size: int = 64, train_views: i
         names = build_sample_identities(staging, size=size, views=views, seed=seed, photos=ALL_PHOTOS,
                                         detector=detector, flip=flip, unflipped=tuple(test_identities))
         unknown = sorted((set(test_identities) | set(exclude_identities)) - set(names))
-        if unknown:
-            shutil.rmtree(out)
-            raise ValueError(f"unknown identity {unknown[0]!r}; the bundled identities are: {', '.join(names)}")
-        if set(test_identities) & set(exclude_identities):
-            shutil.rmtree(out)
-            raise ValueError("an identity cannot be both tested and excluded")
-        if len(set(names) - set(test_identities) - set(exclude_identities)) < 2:
-            shutil.rmtree(out)
-            raise ValueError("keep at least two bundled identities for training")
+        problem = (f"unknown identity {unknown[0]!r}; the bundled identities are: {', '.join(names)}" if unknown
+                   else "keep at least two bundled identities for training"
+                   if len(set(names) - set(test_identities) - set(exclude_identities)) < 2 else None)
+        if problem:
+            shutil.rmtree(out)  # no half-built folder
+            raise ValueError(problem)
         names = [n for n in names if n not in exclude_identities]
         for name in names:
             test = name in test_identities
