@@ -82,7 +82,11 @@ def test_quickstart_writes_every_artefact(quickstart_run):
     assert set(run_info["timings_s"]) == {"data", "training", "restoration", "evaluation"}
     assert run_info["stages"]["honestface"]["final"] == "runs/honestface/final"
     assert str(out) not in (out / "summary.json").read_text()  # no local path: comparable across folders
-    assert "Better than the LQ input on this run:" in (out / "report.html").read_text()  # the verdicts in words
+    report = (out / "report.html").read_text()
+    assert "Better than the LQ input on this run:" in report  # the verdicts in words
+    in_photo = sum(i.startswith("group_t1_") for i in summary["train_identities"])  # t1's people it trained on
+    assert in_photo == 5  # six people, group_t1_4 held out
+    assert "5 of its people are training people" in report  # (the sentence once said four)
 
 
 def test_claims_sentence_states_what_holds():

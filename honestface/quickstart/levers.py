@@ -45,7 +45,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "mfa_1": {"overrides": {"honestface": ["loss.mfa=1.0"]}},
     "flip": {"flip": True},
     "views_48": {"train_views": 48},
-    "short": {"steps": 200, "overrides": {"honestface": ["train.disc_start_step=100"]}},  # half the generator steps
+    "long": {"steps": 400, "overrides": {"honestface": ["train.disc_start_step=200"]}},  # the 400-step recipe, the default until 2026-12-06
 }
 _REUSED = ("vae", "vre")  # stages every lever takes from the base run
 

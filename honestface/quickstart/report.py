@@ -260,10 +260,12 @@ def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> 
     for rel, png, k in rows:
         parts.append(f"<div><b>{e(rel.as_posix())}</b> ({k} references)<br>{_img(png, out, rel.as_posix())}</div>")
     photo = result.photo
+    in_photo = sum(1 for i in split.train_identities if i.startswith("group_t1_"))  # its people in the training set
     parts += ["<h2>Whole photo</h2>",
               (f"<p>insightface's t1.jpg, degraded (downscale x0.5, noise, JPEG 35, upscale back), then restored in "
-               f"photo mode: {photo['faces']} faces detected (MTCNN), aligned, restored and pasted back. Four of its "
-               f"six people are training people; this shows the photo path, not generalisation.</p>"),
+               f"photo mode: {photo['faces']} faces detected (MTCNN), aligned, restored and pasted back. "
+               f"{_count(in_photo, 'of its people is a training person', 'of its people are training people')}; "
+               f"this shows the photo path, not generalisation.</p>"),
               f"<p>degraded:<br>{_img(photo['lq'], out, 'degraded group photo', 900)}</p>",
               f"<p>restored:<br>{_img(photo['restored'], out, 'restored group photo', 900)}</p>",
               "<h2>Training</h2>"]
@@ -278,3 +280,8 @@ def write_quickstart_report(result: Any, restorations: list[dict[str, Any]]) -> 
     report = out / "report.html"
     atomic_write_text(report, "\n".join(parts))
     return report
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """'1 <one>' or '<n> <many>', a count with its verb agreeing."""
+    return f"{n} {one if n == 1 else many}"

@@ -33,7 +33,7 @@ __all__ = ["QUICKSTART_METRICS", "STEPS", "QuickstartResult", "check_output_fold
 
 STAMP = "quickstart.json"
 DEGRADATION = "tiny"  # the held-out faces' degradation: the one configs/tiny/*.yaml train with
-STEPS = {"vae": 500, "vre": 240, "honestface": 400}  # the default run's training steps per recipe stage
+STEPS = {"vae": 500, "vre": 240, "honestface": 200}  # the default run's training steps per recipe stage
 QUICKSTART_METRICS = ("psnr", "ssim", "lmd_dlib68", "ald", "ids_dlib", "ref_ids")  # names: docs/metrics.md
 
 
