@@ -199,7 +199,7 @@ def test_default_metrics_list_what_is_skipped_and_why(folders, tmp_path):
 
 
 def test_default_output_is_never_inside_an_input(tmp_path):
-    from honestface.metrics.evaluate import check_output, default_output
+    from honestface.apps.evaluate import check_output, default_output
 
     gt, out = tmp_path / "data", tmp_path / "data" / "restored"
     out.mkdir(parents=True)

@@ -18,13 +18,13 @@ HOPPER_FACE = np.array([175.0, 130.0, 365.0, 335.0])
 
 
 @pytest.fixture(scope="module")
-def dlib_det():
-    return build_detector("dlib")
+def dlib_det(dlib_detector):
+    return dlib_detector
 
 
 @pytest.fixture(scope="module")
-def mtcnn_det():
-    return build_detector("mtcnn")
+def mtcnn_det(mtcnn_detector):
+    return mtcnn_detector
 
 
 @pytest.fixture(scope="module", params=["dlib", "mtcnn"])

@@ -73,9 +73,9 @@ def _build_osdface(sources: Mapping[str, Path], vre: Mapping[str, Any] | None = 
 def vspbfr_preset_of(restoration: Path) -> str:
     """The VSPBFR preset whose restoration network has the shapes of the released `restoration_net.pt` 'g_ema'
     ("full" for the released files; the tiny preset for test files)."""
+    from honestface.checkpoints import load_checkpoint
     from honestface.models.vspbfr.restoration_net import convert_official_restoration_state_dict
     from honestface.models.vspbfr.vspbfr import VSPBFR_PRESETS, RestorationNetwork
-    from honestface.weights import load_checkpoint
 
     ckpt = load_checkpoint(restoration)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("g_ema"), Mapping):

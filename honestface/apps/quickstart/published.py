@@ -27,8 +27,8 @@ BLOCK = re.compile(r"(<!-- quickstart:(summary|seeds) begin[^>]*-->\n)(.*?)(<!--
 
 
 def _table(kind: str, data: dict[str, Any]) -> str:
-    from honestface.quickstart.report import markdown_table
-    from honestface.quickstart.seeds import markdown_seeds_table
+    from honestface.apps.quickstart.report import markdown_table
+    from honestface.apps.quickstart.seeds import markdown_seeds_table
 
     return markdown_table(data) if kind == "summary" else markdown_seeds_table(data)
 
