@@ -282,14 +282,14 @@ def test_run_levers_passes_each_levers_settings_and_reuses_the_base_stages(tmp_p
         return SimpleNamespace(summary=summary)
 
     monkeypatch.setattr(run_module, "run_quickstart", fake_run)
-    table = run_levers(tmp_path / "lv", ["short", "flip"], steps=2, device="cpu", progress=None)
-    assert [c[0] for c in calls] == ["base", "short", "flip"]
-    base, short, flip = (c[1] for c in calls)
+    table = run_levers(tmp_path / "lv", ["long", "flip"], steps=2, device="cpu", progress=None)
+    assert [c[0] for c in calls] == ["base", "long", "flip"]
+    base, long, flip = (c[1] for c in calls)
     assert base["test_identities"] == VALIDATION_IDENTITIES and "tom_hanks_aligned_0" in base["exclude_identities"]
-    assert base["steps"] == 2 and short["steps"] == 200 and flip["flip"] is True and "flip" not in base
+    assert base["steps"] == 2 and long["steps"] == 400 and flip["flip"] is True and "flip" not in base
     assert calls[1][2] == ["runs/vae/final/training.json", "runs/vre/final/training.json"]  # copied from base
-    assert list(table["levers"]) == ["base", "short", "flip"]
-    assert json.loads((tmp_path / "lv" / "levers.json").read_text())["levers"]["short"]["changes"]["steps"] == 200
+    assert list(table["levers"]) == ["base", "long", "flip"]
+    assert json.loads((tmp_path / "lv" / "levers.json").read_text())["levers"]["long"]["changes"]["steps"] == 400
     assert (tmp_path / "lv" / "levers.md").read_text().startswith("| lever |")
 
 
