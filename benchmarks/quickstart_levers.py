@@ -1,7 +1,7 @@
 """Small-scale recipe levers on the quickstart's validation split: which change makes the method's claims hold.
 
     python benchmarks/quickstart_levers.py                                  # every lever, default settings
-    python benchmarks/quickstart_levers.py --levers base,ema --steps 2 --vae-steps 2 --vre-steps 3  # a smoke run
+    python benchmarks/quickstart_levers.py --levers base --steps 2 --vae-steps 2 --vre-steps 3     # a smoke run
     python benchmarks/quickstart_levers.py --output outputs/levers          # keep (and resume) the runs
 
 Runs `honestface.apps.quickstart.levers.run_levers`: the base recipe and each lever trained without the quickstart's

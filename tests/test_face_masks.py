@@ -98,9 +98,9 @@ def test_torch_batch_keeps_each_face_to_its_own_masks(aligned):
     batch reorders the masks), and each face's eyes mask covers that face's eye landmarks."""
     pts = torch.tensor(np.stack([p for _, p in aligned]), dtype=torch.float32)
     regions = ("skin", "eyes", "lips")
-    out = region_masks_torch(pts, "dlib68", (256, 256), regions=regions, feather=2.0)
-    assert out.shape == (2, 3, 256, 256) and out.dtype == torch.float32 and out.device == pts.device
-    assert torch.equal(region_masks_torch(pts.flip(0), "dlib68", (256, 256), regions=regions, feather=2.0).flip(0),
+    out = region_masks_torch(pts, "dlib68", (512, 512), regions=regions, feather=2.0)
+    assert out.shape == (2, 3, 512, 512) and out.dtype == torch.float32 and out.device == pts.device
+    assert torch.equal(region_masks_torch(pts.flip(0), "dlib68", (512, 512), regions=regions, feather=2.0).flip(0),
                        out)
     assert (out[0] - out[1]).abs().max() > 0.5  # two different faces, two different sets of masks
     for b in range(2):

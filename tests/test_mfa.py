@@ -20,6 +20,8 @@ from honestface.losses.mfa import (
 )
 from honestface.weights import MissingWeightError
 
+EYE_IOU = 0.8  # intersection over union of two rasterisations of the same hulls: measured 0.86 (366/426 px)
+
 SIZE = 64
 
 

@@ -126,3 +126,57 @@ def test_bad_references_are_one_line_errors(tmp_path):
         resolve_references([tmp_path / "a.png"], ["a.png"], tmp_path / "empty")
     with pytest.raises(ValueError, match="max_references"):
         resolve_references([tmp_path / "a.png"], ["a.png"], None, max_references=-1)
+
+
+class _Encoder:
+    """A stand-in identity encoder: the embedding is the mean colour, so calls and inputs are visible."""
+
+    name = "mean"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, ...], int]] = []
+
+    def embed_image(self, rgb: np.ndarray, face) -> np.ndarray:
+        self.calls.append((rgb.shape, len(np.asarray(getattr(face, "points5", face)))))
+        e = rgb.reshape(-1, 3).mean(0).astype(np.float32) + 1.0
+        return (e / np.linalg.norm(e))[None]  # (1, 3)
+
+
+def test_pool_rule_square_crops_are_aligned_photos_go_through_the_detector(tmp_path, mtcnn_detector):
+    """One alignment rule for the runner and the pipelines: square images are aligned crops (no detector is built);
+    any other image sends the whole list through the detector, built only then; aligned=True/False force it."""
+    from skimage import data
+
+    from honestface.pipelines import ReferencePool
+
+    built = []
+
+    def factory():
+        built.append(1)
+        return mtcnn_detector
+
+    crops = [np.full((32, 32, 3), v, np.uint8) for v in (40, 200)]
+    pool = ReferencePool(crops, _Encoder(), factory)
+    assert pool.aligned and built == [] and [c.shape for c in pool.crops] == [(32, 32, 3)] * 2
+    photo = data.astronaut()  # (512, 512, 3): square, so only aligned=False treats it as a photo
+    wide = np.ascontiguousarray(photo[:, :400])  # (512, 400, 3), face inside
+    pool = ReferencePool([wide], _Encoder(), factory, size=64)
+    assert not pool.aligned and built == [1] and pool.crops[0].shape == (64, 64, 3)
+    forced = ReferencePool([photo], _Encoder(), mtcnn_detector, aligned=False, size=64)
+    assert not forced.aligned and forced.crops[0].shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="must be square FFHQ crops"):
+        ReferencePool([wide], _Encoder(), aligned=True)
+    with pytest.raises(ValueError, match="needs a face detector"):
+        ReferencePool([wide], _Encoder())
+
+
+def test_pool_from_paths_keeps_readable_files_with_their_paths_as_ids(tmp_path):
+    from honestface.pipelines import ReferencePool
+
+    _png(tmp_path / "a.png", 50)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="skipping reference .*broken.png"):
+        pool = ReferencePool.from_paths([tmp_path / "a.png", tmp_path / "broken.png"], _Encoder())
+    assert pool.ids == [str(tmp_path / "a.png")] and pool.aligned
+    with pytest.warns(UserWarning):
+        assert ReferencePool.from_paths([tmp_path / "broken.png"], _Encoder()) is None

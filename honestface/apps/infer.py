@@ -49,7 +49,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,24 +131,14 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
 
 
 def _reference_pool(pipe: Any, cfg: DictConfig, paths: list[str], cache: dict[Any, Any]) -> tuple[Any, list[str]]:
-    """A ReferencePool of the readable files among `paths` (None if none), cached per list -> (pool, used paths).
-
-    Square images are taken as aligned face crops; if any is not square, the face detector aligns them all."""
+    """`ReferencePool.from_paths` of `paths` (None if none is readable), cached per list -> (pool, used paths).
+    The detector is built only when a reference is not an aligned square crop."""
     from honestface.pipelines import ReferencePool
 
     key = tuple(paths)
-    if key in cache:
-        return cache[key]
-    images, used = [], []
-    for p in paths:
-        try:
-            images.append(read_image(p))
-            used.append(p)
-        except (OSError, ValueError) as e:
-            warnings.warn(f"skipping reference {p}: {e}", stacklevel=2)
-    detector = pipe.use_detector(cfg.face.detector) if any(im.shape[0] != im.shape[1] for im in images) else None
-    pool = ReferencePool(images, pipe.identity_encoder, detector, ids=used) if images else None
-    cache[key] = (pool, used)
+    if key not in cache:
+        pool = ReferencePool.from_paths(paths, pipe.identity_encoder, lambda: pipe.use_detector(cfg.face.detector))
+        cache[key] = (pool, pool.ids if pool is not None else [])
     return cache[key]
 
 

@@ -63,11 +63,11 @@ def _source_key(name: str, dtype: torch.dtype, sources: Mapping[str, Path], opti
 
 
 def _build_osdface(sources: Mapping[str, Path], vre: Mapping[str, Any] | None = None) -> Any:
-    from honestface.models.presets import build_honestface
+    from honestface.models.honestface import HonestFace
 
     weights = {k: str(v) for k, v in sources.items()}
-    return build_honestface("sd21", use_ide=False, with_discriminator=False, pretrained=["generator", "vre"],
-                            weights=weights, osdface_weights=True, vre=dict(vre or {}))
+    return HonestFace.from_preset("sd21", use_ide=False, with_discriminator=False, pretrained=["generator", "vre"],
+                                  weights=weights, osdface_weights=True, vre=dict(vre or {}))
 
 
 def vspbfr_preset_of(restoration: Path) -> str:

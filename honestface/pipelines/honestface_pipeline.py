@@ -149,7 +149,7 @@ class HonestFacePipeline(FaceRestorationPipeline):
     def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int = 4,
                  color_fix: str | None = None, seed: int = 0, max_references: int = 4, min_face_size: int = 32,
                  ref_threshold: float | None = None, background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
-                 upscale: float = 1, references_aligned: bool = True, mask_kind: str = "ellipse"
+                 upscale: float = 1, references_aligned: bool | None = None, mask_kind: str = "ellipse"
                  ) -> RestorationOutput:
         """Restore `images` (a path, PIL, numpy (H, W, 3), tensor (3, H, W) / (B, 3, H, W) in [0, 1], or a list).
 
@@ -159,7 +159,8 @@ class HonestFacePipeline(FaceRestorationPipeline):
         color_fix: "wavelet" | "adain" | "none"; default "wavelet" in photo mode, "none" in aligned mode.
         ref_threshold: minimum identity cosine for a reference to be used; default per identity encoder
         (`REF_THRESHOLDS`: dlib's normalised 128-D embedding separates people only above ~0.93).
-        references_aligned: list references are aligned crops (True) or photos run through the detector (False).
+        references_aligned: list references are aligned crops (True) or photos run through the detector (False);
+        None: aligned crops when every one is square, else photos (the rule `scripts/infer.py` follows too).
         """
         if ref_threshold is None:
             name = self._identity_encoder if isinstance(self._identity_encoder, str) else \
@@ -182,13 +183,14 @@ class HonestFacePipeline(FaceRestorationPipeline):
             return [None] * n
         if isinstance(references, ReferencePool):
             return [references] * n
-        detector = None if aligned else self.detector
-        if not aligned and detector is None:
-            raise ValueError("references_aligned=False needs a face detector to align the reference photos")
+
+        def detector() -> Any:  # built only when a reference photo needs aligning
+            return self.detector
+
         items = list(references) if isinstance(references, (list, tuple)) else [references]
         per_input = bool(items) and all(x is None or isinstance(x, (list, tuple, ReferencePool)) for x in items)
         if not per_input:
-            return [ReferencePool(items, self.identity_encoder, detector)] * n
+            return [ReferencePool(items, self.identity_encoder, detector, aligned=aligned)] * n
         if len(items) != n:
             raise ValueError(f"references: {len(items)} per-input entries for {n} input image(s)")
         built: dict[int, ReferencePool | None] = {}
@@ -196,7 +198,7 @@ class HonestFacePipeline(FaceRestorationPipeline):
             if id(x) not in built:
                 blind = x is None or (not isinstance(x, ReferencePool) and len(x) == 0)
                 built[id(x)] = None if blind else x if isinstance(x, ReferencePool) else \
-                    ReferencePool(list(x), self.identity_encoder, detector)
+                    ReferencePool(list(x), self.identity_encoder, detector, aligned=aligned)
         return [built[id(x)] for x in items]
 
     def _choose_references(self, job: _Job, pool: ReferencePool | None, options: dict[str, Any]) -> None:

@@ -87,7 +87,7 @@ class VSPBFRPipeline(FaceRestorationPipeline):
                  color_fix: str | None = None, seed: int = 0, min_face_size: int = 32,
                  background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None, upscale: float = 1,
                  mask_kind: str = "ellipse", mixing: float | None = None, max_references: int = 4,
-                 ref_threshold: float | None = None, references_aligned: bool = True) -> RestorationOutput:
+                 ref_threshold: float | None = None, references_aligned: bool | None = None) -> RestorationOutput:
         """Restore `images` like `HonestFacePipeline.__call__` (mode, batch_size, color_fix, seed, min_face_size,
         upscale, background_upsampler, mask_kind); `references`, max_references, ref_threshold and
         references_aligned are accepted and ignored (VSPBFR is blind). mixing: style-mixing probability (default:

@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["README", "RESULTS", "compare_with_published", "publish", "readme_block", "readme_tables_agree"]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
 FILES = {"summary": "quickstart_summary.json", "seeds": "quickstart_seeds.json"}
