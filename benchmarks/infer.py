@@ -9,7 +9,7 @@
 HonestFace method (our choice). Two variants: `osdface` (the OSDFace-compatible model: VRE + one-step UNet + VAE,
 no IDE, `use_ide=False`) and `honestface` (full, with the IDE and K references). Each is built once with random
 weights (`HonestFace.from_preset(scale, pretrained=False)`) and saved to `--cache` (a temporary folder), then every
-measurement loads it like a user's trained model: `HonestFace.from_pretrained(folder, torch_dtype=dtype)` (weights
+measurement loads it like a user's trained model: `HonestFace.from_pretrained(folder, dtype=dtype)` (weights
 read straight into the dtype, built on the meta device) plus one LoRA merge and the channels-last conversion
 (`HonestFacePipeline.enable_channels_last`; `--no-channels-last` to compare) = `load_seconds`, next to
 `files_read_seconds` (reading the same files once). On a CPU the VAE runs one face at a time inside a batch
@@ -134,7 +134,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
 
     read_s, size_mb = _read_seconds(folder)
     t0 = time.perf_counter()
-    model = HonestFace.from_pretrained(folder, with_discriminator=False, torch_dtype=dtype).to(device)
+    model = HonestFace.from_pretrained(folder, with_discriminator=False, dtype=dtype).to(device)
     pipe = HonestFacePipeline(model)
     pipe.merge_lora()
     if channels_last:

@@ -7,7 +7,7 @@ The bundled detectors and landmarkers (dlib HOG + 68 points, dlib's recogniser) 
 quickstart's 64 px crops. This re-evaluates a finished quickstart folder: the ground truth, the LQ inputs and the
 restorations are upsampled together (bicubic) to each size and scored with the quickstart's metrics, and the
 restoration is compared with the input per face (gain, bootstrap 95% interval, faces better, verdict:
-`honestface.quickstart.report.compare_methods`). Prints one JSON object: per size, per metric that comparison.
+`honestface.apps.quickstart.report.compare_methods`). Prints one JSON object: per size, per metric that comparison.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
+    from honestface.apps.quickstart.report import LQ, OURS, compare_methods
+    from honestface.apps.quickstart.run import QUICKSTART_METRICS
     from honestface.metrics.evaluate import evaluate_folders
-    from honestface.quickstart.report import LQ, OURS, compare_methods
-    from honestface.quickstart.run import QUICKSTART_METRICS
 
     root = Path(args.quickstart)
     if not (root / "summary.json").is_file():

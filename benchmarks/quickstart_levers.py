@@ -1,10 +1,10 @@
 """Small-scale recipe levers on the quickstart's validation split: which change makes the method's claims hold.
 
     python benchmarks/quickstart_levers.py                                  # every lever, default settings
-    python benchmarks/quickstart_levers.py --levers base,ema --steps 2 --vae-steps 2 --vre-steps 3  # a smoke run
+    python benchmarks/quickstart_levers.py --levers base --steps 2 --vae-steps 2 --vre-steps 3     # a smoke run
     python benchmarks/quickstart_levers.py --output outputs/levers          # keep (and resume) the runs
 
-Runs `honestface.quickstart.levers.run_levers`: the base recipe and each lever trained without the quickstart's
+Runs `honestface.apps.quickstart.levers.run_levers`: the base recipe and each lever trained without the quickstart's
 two test people and scored on two validation people (`VALIDATION_IDENTITIES`), so the held-out test faces never
 pick a setting. Prints one JSON object: per lever its changes, minutes, and per metric the LQ / restored values,
 the paired gain with its bootstrap 95% interval, faces better and the verdict. Without `--output` the runs go to
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from honestface.quickstart.levers import LEVERS
-from honestface.quickstart.run import STEPS
+from honestface.apps.quickstart.levers import LEVERS
+from honestface.apps.quickstart.run import STEPS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
-    from honestface.quickstart.levers import run_levers
+    from honestface.apps.quickstart.levers import run_levers
 
     names = [n.strip() for n in args.levers.split(",") if n.strip()]
     unknown = [n for n in names if n not in LEVERS]

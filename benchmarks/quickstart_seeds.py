@@ -4,7 +4,7 @@
     python benchmarks/quickstart_seeds.py --seeds 0,1 --steps 2 --vae-steps 2 --vre-steps 3   # a smoke run
     python benchmarks/quickstart_seeds.py --output outputs/quickstart_seeds  # keep (and resume) the runs
 
-Runs `honestface.quickstart.seeds.run_seeds` (one full quickstart per seed: data, recipe, restoration,
+Runs `honestface.apps.quickstart.seeds.run_seeds` (one full quickstart per seed: data, recipe, restoration,
 evaluation) and prints one JSON object: per metric the LQ / restored / gain mean and standard deviation across
 seeds, each seed's gain with its bootstrap 95% interval and faces better, and the verdict (better / worse than the
 input only when every seed's interval excludes zero that way); minutes per seed and in total; the settings and
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from honestface.quickstart.run import STEPS
+from honestface.apps.quickstart.run import STEPS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
-    from honestface.quickstart.seeds import parse_seeds, run_seeds
+    from honestface.apps.quickstart.seeds import parse_seeds, run_seeds
 
     seeds = parse_seeds(args.seeds)
     settings = {"size": args.size, "steps": args.steps, "vae_steps": args.vae_steps, "vre_steps": args.vre_steps,

@@ -1,6 +1,6 @@
 """Run configuration: typed OmegaConf schemas, YAML inheritance, `key=value` overrides, validation, saving.
 
-Only `scripts/` and `honestface/training` read configs; models and losses take plain typed arguments.
+Only `scripts/`, `honestface/apps` and `honestface/training` read configs; everything else takes plain typed arguments.
 
 A YAML file may start with `defaults: [other.yaml, ...]` (paths relative to the file); those are merged first,
 in order, then the file itself, then the command-line overrides (`train.max_steps=10 loss.mfa=0`).
@@ -22,12 +22,20 @@ from typing import Any, Literal
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from honestface.pipelines import PIPELINES
+from honestface.training.tasks import TASKS
+
 CONFIG_FILENAME = "config.yaml"
+
+# Choices that come from the library's own tables (both light to import), so a new model family or training stage
+# is one table entry, not also an edit here: honestface.pipelines.PIPELINES and honestface.training.tasks.TASKS.
+ModelFamily = Literal[tuple(PIPELINES)]  # type: ignore[valid-type]
+TrainingStage = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 
 
 @dataclass
 class ModelConfig:
-    name: Literal["honestface", "vspbfr"] = "honestface"
+    name: ModelFamily = "honestface"
     preset: str | None = None  # a named size of the model family, e.g. "sd21" or "tiny"
     pretrained: str | None = None  # folder written by save_pretrained (a trained honestface model)
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments that override the preset
@@ -69,7 +77,8 @@ class LossConfig:
     mse: float = 1.0
     mse_space: Literal["pixel", "latent", "both"] = "pixel"
     perceptual: float = 1.0
-    perceptual_type: Literal["ea_dists", "dists", "lpips_vgg", "lpips_alex"] = "ea_dists"
+    perceptual_type: Literal["ea_dists", "dists", "lpips_vgg", "lpips_alex", "ea_lpips_vgg", "ea_lpips_alex"] = (
+        "ea_dists")
     identity: float = 0.1
     # recogniser of L_ID: auto = the model's identity backbone if it has one, else ArcFace (untrained with
     # networks=random); arcface; dlib = the bundled pretrained dlib ResNet (real, offline)
@@ -99,7 +108,7 @@ class OptimConfig:
 class TrainConfig:
     # What to train: the HonestFace G/D alternation, or an earlier stage of the small-scale recipe (a face VAE;
     # the VRE's dual VQ codebooks). `stage_params` are that stage's own options (checked by the stage).
-    stage: Literal["honestface", "vae", "vre", "vspbfr_encoder", "vspbfr_diffuser", "vspbfr_restoration"] = "honestface"
+    stage: TrainingStage = "honestface"
     stage_params: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/${model.name}"
     max_steps: int = 100_000

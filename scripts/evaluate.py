@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gt hq/ --protocol osdface --test-set celeba-test-daefr")
     parser.add_argument("--restored", nargs="+", metavar="DIR", help="restored folder(s); name=DIR names a method")
     parser.add_argument("--gt", metavar="DIR", help="ground-truth folder (eval.ground_truth)")
-    parser.add_argument("--refs", metavar="DIR", help="references: refs/<image stem>/ or refs/<identity folder>/")
+    parser.add_argument("--refs", metavar="DIR", help="references, by scripts/infer.py's rule: a .json/.csv "
+                        "mapping, refs/<image stem>/, refs/<identity folder>/ or one shared folder")
     parser.add_argument("--lq", metavar="DIR", help="degraded inputs, same relative names as the ground truth")
     parser.add_argument("--metrics", metavar="LIST", type=lambda s: [m for m in s.split(",") if m.strip()],
                         help="comma-separated, e.g. psnr,ssim,lpips,deg,lmd,ald,ids_dlib (default: every available "
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
+    from honestface.apps.evaluate import run_evaluation
     from honestface.config import ConfigError, default_config, load_config, to_yaml
-    from honestface.metrics.evaluate import run_evaluation
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@
     accelerate launch --multi_gpu --num_processes 4 scripts/infer.py --model M --input lq/ --output out/
 
 Every flag is a shortcut for an `infer.*` (or `model.pretrained`) config key; any other key can be given as
-key=value. The run is described in honestface/pipelines/runner.py; a summary of every input is written to
+key=value. The run is described in honestface/apps/infer.py; a summary of every input is written to
 <output>/results.json. Exit codes: 0 all restored, 1 some inputs failed (see results.json), 2 bad command line,
 config or paths (nothing written).
 """
@@ -23,11 +23,12 @@ import sys
 from _bootstrap import ROOT  # noqa: F401 (puts the repository on sys.path)
 
 EPILOG = """\
-references (--refs):
-  a folder                 its images are the references of every input
-  a folder of folders      refs/<input relative path without suffix>/ or refs/<input stem>/ per input
+references (--refs; the same rule as scripts/evaluate.py --refs, honestface/data/reference_rule.py):
   a .json file             {"input.png": ["ref1.png", "ref2.png"], ...}
   a .csv file              rows input,ref1;ref2 (paths relative to the file)
+  a folder of folders      refs/<input relative path without suffix>/ or refs/<input stem>/ per input
+  identity folders         refs/<input's parent folder>/ (inputs as <person>/<image>): the other images of it
+  any other folder         its images are the references of every input
   --pool                   the folder holds faces of many people: each face gets those of its identity
                            (infer.reference_mode=pool, matched with infer.ref_threshold)
   An input without references fails when --refs is given, unless infer.allow_blind=true.
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from honestface.pipelines.runner import run_inference
+    from honestface.apps.infer import run_inference
 
     return run_inference(cfg)
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401  (repo root on sys.path)
 
-from honestface.quickstart.run import STEPS
+from honestface.apps.quickstart.run import STEPS
 
 
 def summary_lines(summary: dict, timings: dict[str, float], report) -> list[str]:
-    from honestface.quickstart.published import compare_with_published
-    from honestface.quickstart.report import LABELS, format_gain
+    from honestface.apps.quickstart.published import compare_with_published
+    from honestface.apps.quickstart.report import LABELS, format_gain
 
     lines = [(f"held-out people: {', '.join(summary['test_identities'])} ({summary['num_test_faces']} degraded "
               "faces); gain = mean per-face improvement with its bootstrap 95% interval"),
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
         if args.publish is not None:
-            from honestface.quickstart.published import publish
+            from honestface.apps.quickstart.published import publish
 
             for path in publish(args.publish):
                 print(f"wrote {path}")
@@ -70,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"size": args.size, "steps": args.steps, "vae_steps": args.vae_steps, "vre_steps": args.vre_steps,
                         "device": args.device}
         if args.seeds is not None:
-            from honestface.quickstart.seeds import markdown_seeds_table, parse_seeds, run_seeds
+            from honestface.apps.quickstart.seeds import markdown_seeds_table, parse_seeds, run_seeds
 
             agg = run_seeds(args.output, parse_seeds(args.seeds), **settings)
             print(markdown_seeds_table(agg))
             print("time per seed: " + ", ".join(f"seed {s} {t / 60:.1f} min" for s, t in agg["timings_s"].items()))
             print(f"written: {Path(args.output) / 'seeds.json'}, {Path(args.output) / 'seeds.md'}")
             return 0
-        from honestface.quickstart import run_quickstart
+        from honestface.apps.quickstart import run_quickstart
 
         result = run_quickstart(args.output, seed=args.seed, **settings)
     except (ValueError, FileNotFoundError) as e:

@@ -27,9 +27,24 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("run pytest with --import-mode=importlib (set in pyproject.toml)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_weights_home(tmp_path_factory: pytest.TempPathFactory):
+    """Every test runs with $HONESTFACE_HOME set to an empty session folder (subprocesses inherit it), so no result
+    depends on the weights in the user's real cache and nothing a test converts or downloads lands there. A test
+    that fills the folder asks for `weights_home` (its own empty one) instead."""
+    home = tmp_path_factory.mktemp("honestface_home_session")
+    before = os.environ.get("HONESTFACE_HOME")
+    os.environ["HONESTFACE_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("HONESTFACE_HOME", None)
+    else:
+        os.environ["HONESTFACE_HOME"] = before
+
+
 @pytest.fixture
 def weights_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty $HONESTFACE_HOME, so no test ever sees weights from the user's real cache."""
+    """An empty $HONESTFACE_HOME of this test alone (to put weight files in)."""
     home = tmp_path / "honestface_home"
     home.mkdir()
     monkeypatch.setenv("HONESTFACE_HOME", str(home))
@@ -44,6 +59,52 @@ def sample_identities(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("identities")
     build_sample_identities(root, size=64, views=3)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_honestface_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny HonestFace folder (no discriminator; random weights seeded 0, the global RNG left as it was).
+    Shared by every module that loads a model folder: tests read it, never write into it."""
+    from honestface.models import HonestFace
+
+    out = tmp_path_factory.mktemp("tiny_honestface")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        HonestFace.from_preset("tiny", with_discriminator=False).save_pretrained(out)
+    return out
+
+
+def _randomize_lora(model: torch.nn.Module, seed: int = 1, scale: float = 0.01) -> None:
+    """Set the LoRA B matrices (zero at initialisation, so a fresh adapter changes nothing) of a OneStepGenerator,
+    or of a HonestFace's generator, to seeded N(0, scale^2) values, so tests see the adapter act."""
+    generator = getattr(model, "generator", model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in generator.lora_named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+@pytest.fixture(scope="session")
+def randomize_lora():
+    """`randomize_lora(model, seed=1, scale=0.01)`: see `_randomize_lora`."""
+    return _randomize_lora
+
+
+@pytest.fixture(scope="session")
+def mtcnn_detector():
+    """facenet-pytorch MTCNN at the library's default settings (bundled weights, offline)."""
+    from honestface.face.detection import build_detector
+
+    return build_detector("mtcnn")
+
+
+@pytest.fixture(scope="session")
+def dlib_detector():
+    """dlib's HOG detector at the library's default settings (bundled with dlib)."""
+    from honestface.face.detection import build_detector
+
+    return build_detector("dlib")
 
 
 @pytest.fixture(scope="module")

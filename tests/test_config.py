@@ -116,3 +116,57 @@ def test_scripts_print_usage_and_reject_bad_config(script):
                          text=True, timeout=120, check=False)
     assert bad.returncode == 2
     assert "loss.mfa" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _choices(section: type, key: str) -> set[str]:
+    """The names a config key's Literal type allows (None dropped)."""
+    import typing
+
+    hint = typing.get_type_hints(section)[key]
+    if typing.get_origin(hint) is not typing.Literal:  # Literal[...] | None
+        hint = next(a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal)
+    return set(typing.get_args(hint))
+
+
+def test_config_choices_are_the_library_tables():
+    """Every name list a config validates against is the table the code builds from: a new detector, preset or
+    stage added to its table and not to the config (or the reverse) fails here instead of at a user's run."""
+    from honestface import config as c
+    from honestface.data.degradation_presets import PRESETS
+    from honestface.face.detection import DETECTORS
+    from honestface.face.identity import IDENTITY_ENCODERS
+    from honestface.face.landmarks import LANDMARKERS
+    from honestface.face.parsing import ARCHS
+    from honestface.losses.adversarial import ADVERSARIAL_KINDS
+    from honestface.losses.perceptual import PERCEPTUAL_KINDS
+    from honestface.metrics.protocols import PROTOCOLS
+    from honestface.pipelines.honestface_pipeline import MODES
+    from honestface.training.tasks import TASKS
+
+    pairs = {
+        ("face", "detector"): (c.FaceConfig, "detector", set(DETECTORS)),
+        ("face", "landmarks"): (c.FaceConfig, "landmarks", set(LANDMARKERS)),
+        ("face", "identity"): (c.FaceConfig, "identity", set(IDENTITY_ENCODERS)),
+        ("face", "parsing"): (c.FaceConfig, "parsing", {"none", *ARCHS}),
+        ("degradation", "preset"): (c.DegradationConfig, "preset", set(PRESETS)),
+        ("loss", "perceptual_type"): (c.LossConfig, "perceptual_type", set(PERCEPTUAL_KINDS)),
+        ("loss", "adversarial_type"): (c.LossConfig, "adversarial_type", set(ADVERSARIAL_KINDS)),
+        ("train", "stage"): (c.TrainConfig, "stage", set(TASKS)),
+        ("infer", "mode"): (c.InferConfig, "mode", set(MODES)),
+        ("eval", "protocol"): (c.EvalConfig, "protocol", set(PROTOCOLS)),
+    }
+    for (section, key), (cls, field, table) in pairs.items():
+        assert _choices(cls, field) == table, f"{section}.{key}"
+
+
+def test_only_apps_and_training_read_configs():
+    """The libraries (pipelines, metrics, models, data, face, losses) take plain typed arguments: no module outside
+    honestface/apps, honestface/training and the config module itself imports the config machinery."""
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "honestface"
+    pattern = re.compile(r"^\s*(from omegaconf|import omegaconf|from honestface\.config|from honestface import config)",
+                         re.MULTILINE)
+    readers = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py") if pattern.search(p.read_text()))
+    assert [r for r in readers if not r.startswith(("apps/", "training/")) and r != "config.py"] == []
+    assert "apps/infer.py" in readers and "apps/evaluate.py" in readers  # the rule is not vacuous

@@ -24,6 +24,8 @@ from honestface.data.degradation import (
     sinc_kernels,
 )
 
+BF16_MEAN_ABS = 0.004  # mean |bf16 - fp32| of the LQ image in [0, 1]: measured 0.0008; bf16 spacing at 0.5 is 0.004
+
 
 def _crops(size: int, n: int = 4) -> torch.Tensor:
     """Natural images: astronaut and camera crops, (n, 3, size, size) float32 in [0, 1]."""
@@ -175,7 +177,9 @@ def test_output_valid(name: str, dtype: torch.dtype) -> None:
 def test_half_precision_and_grad_inputs() -> None:
     hq = torch.rand(2, 3, 40, 40, dtype=torch.bfloat16)
     lq = Degradation("daefr")(hq, [1, 2]).lq
-    assert lq.dtype == torch.bfloat16 and lq.shape == hq.shape and not lq.isnan().any()
+    full = Degradation("daefr")(hq.float(), [1, 2]).lq  # the same draws on the same (bf16-representable) image
+    assert lq.dtype == torch.bfloat16 and lq.shape == hq.shape
+    assert (lq.float() - full).abs().mean().item() < BF16_MEAN_ABS  # bf16 rounding of the chain only
     leaf = torch.rand(2, 3, 40, 40, requires_grad=True)
     assert not Degradation("realesrgan")(leaf, [1, 2]).lq.requires_grad  # data preparation, no autograd graph
 

@@ -25,7 +25,8 @@ def _degrade(img: np.ndarray, sigma: float, noise: float, seed: int) -> np.ndarr
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """gt/<identity>/0.png (aligned 128 px faces of the bundled photos), mild/ and heavy/ restorations, lq/ and
-    refs/<identity>/0.png (a shifted copy). dlib finds the faces (9 of them) ~10x faster than the default MTCNN."""
+    refs/<identity>/ref.png (a shifted copy; one named like the input would be left out as its own GT). dlib finds
+    the faces (9 of them) ~10x faster than the default MTCNN."""
     from honestface.data.sample_dataset import build_sample_identities
 
     root = tmp_path_factory.mktemp("evaluate")
@@ -38,7 +39,8 @@ def folders(tmp_path_factory):
         for folder, img in out.items():
             (root / folder / name).mkdir(parents=True, exist_ok=True)
             ext = ".jpg" if folder == "heavy" else ".png"  # pairing ignores the extension
-            cv2.imwrite(str(root / folder / name / f"0{ext}"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            stem = "ref" if folder == "refs" else "0"
+            cv2.imwrite(str(root / folder / name / f"{stem}{ext}"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     return root, names
 
 
@@ -199,7 +201,7 @@ def test_default_metrics_list_what_is_skipped_and_why(folders, tmp_path):
 
 
 def test_default_output_is_never_inside_an_input(tmp_path):
-    from honestface.metrics.evaluate import check_output, default_output
+    from honestface.apps.evaluate import check_output, default_output
 
     gt, out = tmp_path / "data", tmp_path / "data" / "restored"
     out.mkdir(parents=True)

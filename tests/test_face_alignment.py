@@ -24,10 +24,8 @@ from honestface.face.alignment import (
 
 
 @pytest.fixture(scope="module")
-def detector():
-    from honestface.face.detection import build_detector
-
-    return build_detector("mtcnn")
+def detector(mtcnn_detector):
+    return mtcnn_detector
 
 
 @pytest.fixture(scope="module")

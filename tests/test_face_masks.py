@@ -93,15 +93,20 @@ def test_masks_do_not_depend_on_the_point_order(aligned):
         np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
 
 
-def test_torch_batch_matches_numpy(aligned):
+def test_torch_batch_keeps_each_face_to_its_own_masks(aligned):
+    """The batch entry point: (B, R, H, W) float32 in `regions` order, mask b follows face b alone (reordering the
+    batch reorders the masks), and each face's eyes mask covers that face's eye landmarks."""
     pts = torch.tensor(np.stack([p for _, p in aligned]), dtype=torch.float32)
     regions = ("skin", "eyes", "lips")
-    out = region_masks_torch(pts, "dlib68", (256, 256), regions=regions, feather=2.0)
-    assert out.shape == (2, 3, 256, 256) and out.dtype == torch.float32 and out.device == pts.device
+    out = region_masks_torch(pts, "dlib68", (512, 512), regions=regions, feather=2.0)
+    assert out.shape == (2, 3, 512, 512) and out.dtype == torch.float32 and out.device == pts.device
+    assert torch.equal(region_masks_torch(pts.flip(0), "dlib68", (512, 512), regions=regions, feather=2.0).flip(0),
+                       out)
+    assert (out[0] - out[1]).abs().max() > 0.5  # two different faces, two different sets of masks
     for b in range(2):
-        ref = region_masks(pts[b].double().numpy(), "dlib68", (256, 256), regions=regions, feather=2.0)
-        for r, name in enumerate(regions):
-            np.testing.assert_allclose(out[b, r].numpy(), ref[name], atol=1e-6)
+        for eye in (range(36, 42), range(42, 48)):  # dlib 68: the two eye contours
+            x, y = pts[b, list(eye)].mean(0).round().long().tolist()
+            assert out[b, 1, y, x] > 0.5 and out[b, 0, y, x] < 0.5  # inside the eyes, outside the skin
     assert region_masks_torch(pts[:0], "dlib68", (8, 8)).shape == (0, len(REGIONS), 8, 8)
 
 

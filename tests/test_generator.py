@@ -20,16 +20,8 @@ def make_generator(**options) -> OneStepGenerator:
     return OneStepGenerator.from_configs(TINY_UNET_CONFIG, TINY_VAE_CONFIG, SD21_SCHEDULER_CONFIG, **options).eval()
 
 
-def randomize_lora(gen: OneStepGenerator, seed: int = 1) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in gen.lora_named_parameters():
-            if "lora_B" in name:  # B starts at zero: make the adapter do something
-                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
-
-
 @pytest.fixture(scope="module")
-def gen() -> OneStepGenerator:
+def gen(randomize_lora) -> OneStepGenerator:
     g = make_generator(encode_mode="mode")
     randomize_lora(g)
     return g.eval()
@@ -144,7 +136,7 @@ def test_save_load_lora_round_trip(gen, batch, tmp_path):
         assert torch.equal(other(lq, p)[0], gen(lq, p)[0])
 
 
-def test_load_osdface_style_and_legacy_lora(batch, tmp_path):
+def test_load_osdface_style_and_legacy_lora(batch, tmp_path, randomize_lora):
     lq, p = batch
     src = make_generator(encode_mode="mode", lora_rank=4, lora_alpha=8, lora_target_modules=["to_q", "to_v"])
     randomize_lora(src, seed=7)
@@ -214,7 +206,7 @@ def test_from_sd_folder(tmp_path, batch, monkeypatch):
         OneStepGenerator.from_sd()
 
 
-def test_load_osdface_lora_from_the_registry_folder(batch, tmp_path, monkeypatch):
+def test_load_osdface_lora_from_the_registry_folder(batch, tmp_path, monkeypatch, randomize_lora):
     lq, p = batch
     src = make_generator(encode_mode="mode")
     randomize_lora(src, seed=11)

@@ -18,16 +18,8 @@ from honestface.weights import MissingWeightError
 FALLBACK = ("face_identity_encoder.null", "face_identity_encoder.lq_to_fallback.")
 
 
-def randomize_lora(model: HonestFace) -> None:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.generator.lora_named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
-
-
 @pytest.fixture(scope="module")
-def model() -> HonestFace:
+def model(randomize_lora) -> HonestFace:
     m = HonestFace.from_preset("tiny", encode_mode="mode")
     randomize_lora(m)
     return m
@@ -101,7 +93,7 @@ def _grad_names(model: HonestFace) -> set[str]:
     return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
 
 
-def test_gradients_on_exactly_the_trainable_parameters_lq_mode(data):
+def test_gradients_on_exactly_the_trainable_parameters_lq_mode(data, randomize_lora):
     m = HonestFace.from_preset("tiny", encode_mode="mode", fusion={"blind_mode": "lq"}).train()
     randomize_lora(m)
     out = m(data["lq"], data["refs"], torch.tensor([[True, True, False], [False, False, False]]))
@@ -290,7 +282,7 @@ def test_trained_vae_and_vre_folders_replace_the_random_ones(tmp_path):
     assert torch.equal(again.vre.codebook, vre.codebook)
 
 
-def test_train_base_trains_and_saves_the_whole_unet(data, tmp_path):
+def test_train_base_trains_and_saves_the_whole_unet(data, tmp_path, randomize_lora):
     """Small-scale recipe option: the random base UNet trains with its LoRA, and the trained base is saved."""
     m = HonestFace.from_preset("tiny", encode_mode="mode", train_base=True).train()
     randomize_lora(m)

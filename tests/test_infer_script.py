@@ -18,22 +18,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from honestface.apps.infer import RESULTS_FILE, run_inference
 from honestface.config import load_config
 from honestface.data import samples
 from honestface.io import write_image
-from honestface.pipelines.runner import RESULTS_FILE, run_inference
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from honestface.models import HonestFace
-
-    out = tmp_path_factory.mktemp("model")
-    HonestFace.from_preset("tiny", with_discriminator=False).save_pretrained(out)
-    return out
+def model_dir(tiny_honestface_dir):
+    return tiny_honestface_dir  # conftest: one saved tiny model for every module
 
 
 def face(size: int, which: str = "astronaut") -> np.ndarray:

@@ -46,7 +46,7 @@ def test_from_pretrained_in_bf16_equals_loading_then_casting(tmp_path):
                 p.normal_(0, 0.02)
     model.save_pretrained(tmp_path / "m")
     cast = HonestFace.from_pretrained(tmp_path / "m", with_discriminator=False).to(dtype=torch.bfloat16)
-    direct = HonestFace.from_pretrained(tmp_path / "m", with_discriminator=False, torch_dtype=torch.bfloat16)
+    direct = HonestFace.from_pretrained(tmp_path / "m", with_discriminator=False, dtype=torch.bfloat16)
     a, b = cast.state_dict(), direct.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)

@@ -50,12 +50,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (c
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from honestface.models import HonestFace
-
-    out = tmp_path_factory.mktemp("tiny_honestface")
-    HonestFace.from_preset("tiny", with_discriminator=False).save_pretrained(out)
-    return out
+def model_dir(tiny_honestface_dir):
+    return tiny_honestface_dir  # conftest: one saved tiny model for every module
 
 
 @pytest.fixture(scope="module")

@@ -89,8 +89,23 @@ def test_quickstart_writes_every_artefact(quickstart_run):
     assert "5 of its people are training people" in report  # (the sentence once said four)
 
 
+def test_eval_resolution_benchmark_rescores_a_finished_run(quickstart_run):
+    """benchmarks/quickstart_eval_resolution.py on this module's run (its smoke test: tests/test_benchmarks_smoke.py
+    says why it runs here): at the run's own size it gives the run's own numbers."""
+    out, _ = quickstart_run
+    run = subprocess.run([sys.executable, "benchmarks/quickstart_eval_resolution.py", str(out), "--sizes", "64,96"], check=False,
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout[run.stdout.index("{"):])
+    summary = json.loads((out / "summary.json").read_text())["metrics"]
+    native = result["sizes"]["64"]
+    for metric in ("psnr", "lmd_dlib68", "ids_dlib"):
+        assert native[metric]["restored"] == pytest.approx(summary[metric]["restored"], rel=1e-6), metric
+    assert set(result["sizes"]) == {"64", "96"}
+
+
 def test_claims_sentence_states_what_holds():
-    from honestface.quickstart.report import claims_sentence
+    from honestface.apps.quickstart.report import claims_sentence
 
     def t(verdict):
         return {"verdict": verdict}
@@ -127,7 +142,7 @@ def test_same_command_and_seed_give_a_bit_identical_summary_and_seeds_are_aggreg
 
 
 def test_publish_rewrites_only_the_marked_tables(quickstart_run, tmp_path):
-    from honestface.quickstart.published import publish, readme_block, readme_tables_agree
+    from honestface.apps.quickstart.published import publish, readme_block, readme_tables_agree
 
     out, _ = quickstart_run
     readme = tmp_path / "README.md"
@@ -226,7 +241,7 @@ def test_quickstart_notebook_runs(tmp_path):
 
 
 def test_levers_table_and_unknown_lever(tmp_path):
-    from honestface.quickstart.levers import LEVER_METRICS, markdown_levers_table, run_levers
+    from honestface.apps.quickstart.levers import LEVER_METRICS, markdown_levers_table, run_levers
 
     def row(gain, low, high, better, verdict):
         return {"lq": 1.0, "restored": 1.0 + gain, "gain": gain, "ci_low": low, "ci_high": high,
@@ -248,8 +263,8 @@ def test_levers_table_and_unknown_lever(tmp_path):
 def test_run_levers_passes_each_levers_settings_and_reuses_the_base_stages(tmp_path, monkeypatch):
     """run_levers with a stand-in quickstart: the validation split, each lever's own values (winning over the
     common settings), the base VAE/VRE exports copied into every lever's folder before it runs, levers.json/md."""
-    import honestface.quickstart.run as run_module
-    from honestface.quickstart.levers import LEVER_METRICS, VALIDATION_IDENTITIES, run_levers
+    import honestface.apps.quickstart.run as run_module
+    from honestface.apps.quickstart.levers import LEVER_METRICS, VALIDATION_IDENTITIES, run_levers
 
     calls = []
 
@@ -281,7 +296,7 @@ def test_run_levers_passes_each_levers_settings_and_reuses_the_base_stages(tmp_p
 def test_readme_tables_are_the_committed_results():
     """The README's quickstart tables (and their verdict sentences) are exactly the ones generated from
     docs/results/*.json, the files of the published default and three-seed runs."""
-    from honestface.quickstart.published import FILES, RESULTS, readme_tables_agree
+    from honestface.apps.quickstart.published import FILES, RESULTS, readme_tables_agree
 
     assert readme_tables_agree() == []
     summary = json.loads((RESULTS / FILES["summary"]).read_text())

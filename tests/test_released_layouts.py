@@ -24,8 +24,9 @@ import math
 import pytest
 import torch
 
+from honestface.checkpoints import CheckpointNamespace, load_checkpoint
 from honestface.models.vre import VRE_PRESETS, VisualRepresentationEmbedder
-from honestface.weights import CheckpointNamespace, WeightsError, load_checkpoint
+from honestface.weights import WeightsError
 
 Table = dict[str, tuple[int, ...]]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest)

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from honestface.checkpoints import load_checkpoint
 from honestface.models.vqgan import Decoder, Encoder, VectorQuantizer
 from honestface.models.vre import (
     VRE_PRESETS,
     VisualRepresentationEmbedder,
     select_unique_codes,
 )
-from honestface.weights import MissingWeightError, load_checkpoint
+from honestface.weights import MissingWeightError
 
 TINY = VRE_PRESETS["tiny"]
 
@@ -176,9 +177,22 @@ def test_input_transform_osdface_maps_unit_range_to_minus3_1() -> None:
 
 
 def test_input_size_resizes_before_encoding() -> None:
+    """With input_size set, any LQ size is resized (bilinear, no corner alignment) to it before the encoder: the
+    same codes and tokens as encoding the resized face with resizing off."""
+    import torch.nn.functional as F
+
     m = VisualRepresentationEmbedder.from_preset("tiny", input_size=64).eval()
-    assert m.encode(_lq(size=96)).shape[-2:] == (16, 16)
-    assert m(_lq(batch=2, size=48)).shape == (2, TINY["num_tokens"], TINY["out_dim"])
+    plain = VisualRepresentationEmbedder.from_preset("tiny").eval()
+    plain.load_state_dict(m.state_dict())
+    for size in (96, 48):
+        lq = _lq(batch=2, size=size)
+        resized = F.interpolate(lq, size=(64, 64), mode="bilinear", align_corners=False)  # (2, 3, 64, 64)
+        z = m.encode(lq)
+        assert z.shape[-2:] == (16, 16)
+        torch.testing.assert_close(z, plain.encode(resized), rtol=0, atol=0)
+        torch.testing.assert_close(m(lq), plain(resized), rtol=0, atol=0)
+        assert m(lq).shape == (2, TINY["num_tokens"], TINY["out_dim"])
+    assert not torch.equal(m.encode(_lq(size=96)), plain.encode(_lq(size=96)[..., :64, :64]))  # not a crop
 
 
 def _lightning_checkpoint(model: VisualRepresentationEmbedder, path: Path, **extra: torch.Tensor) -> dict:

@@ -209,14 +209,24 @@ def test_official_checkpoint_loads_and_matches_reference_math(tmp_path):
         load_official_code_diffuser(CodeDiffuser(n_tokens=N, dim=D, n_blocks=3), sd)
 
 
+# A random block's output in bf16 against float32 on the same input (relative L2), measured 2.1-2.7%; the four
+# random blocks compound it (about 20% for the whole denoiser), which is why blocks are compared one by one.
+BF16_BLOCK_REL_ERR = 0.05
+
+
 def test_denoiser_shapes_dtype_and_errors(denoiser):
     x, cond = _codes(15), _codes(16)
     out = denoiser(x, cond, torch.tensor([0, 1, 2]))
     assert out.shape == (B, N, D) and torch.isfinite(out).all()
     torch.testing.assert_close(denoiser(x, cond, 2), denoiser(x, cond, torch.tensor(2)))
     with torch.no_grad():
+        cond_t = torch.cat([cond, torch.full((B, N, 1), 0.5)], -1)  # t = 2 of 4, as the denoiser appends it
+        full = [block(x, cond_t) for block in denoiser.att_mapper]
         half = denoiser.to(torch.bfloat16)(x.bfloat16(), cond.bfloat16(), 2)
-    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+        assert half.dtype == torch.bfloat16
+        half = [block(x.bfloat16(), cond_t.bfloat16()) for block in denoiser.att_mapper]
+    for f, h in zip(full, half, strict=True):  # each block on the same input: bf16 rounding (measured 2-3%)
+        assert ((h.float() - f).norm() / f.norm()).item() < BF16_BLOCK_REL_ERR
     denoiser.float()
     with pytest.raises(ValueError, match="x_t must have shape"):
         denoiser(torch.randn(B, N + 1, D), cond, 0)

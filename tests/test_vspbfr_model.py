@@ -78,11 +78,35 @@ def test_seed_reproducible_and_batch_independent(model, lq):
         model(torch.zeros(1, 3, 64, 64))
 
 
-def test_bf16_forward_runs(lq):
-    m = build_vspbfr("tiny").to(torch.bfloat16)
+# Relative L2 error of each stage cast to bf16 against float32 on the same inputs: measured 0.4% (encoder),
+# 1.5% (StyleGAN image and feature bank, restoration network) on the tiny preset; twice that is allowed.
+BF16_STAGE_REL_ERR = 0.03
+
+
+def test_bf16_stages_are_fp32_up_to_rounding(lq):
+    """Each stage of the model cast to bf16 computes what float32 computes from the same inputs and seeds, up to
+    bf16 rounding. (The whole forward is not compared: the random tiny code diffuser's 4-step chain amplifies any
+    rounding, see test_vspbfr_code_diffuser.)"""
+    import copy
+
+    m = build_vspbfr("tiny").eval()
+    half = copy.deepcopy(m).to(torch.bfloat16)
+
+    def rel(full: torch.Tensor, low: torch.Tensor) -> float:
+        assert low.dtype == torch.bfloat16
+        return ((low.float() - full).norm() / full.norm()).item()
+
     with torch.no_grad():
-        out = m(lq.to(torch.bfloat16), generator=[_gen(0)] * 3)
-    assert out.image.dtype == torch.bfloat16 and torch.isfinite(out.image.float()).all()
+        w_hat = m.encode_lq(lq)  # (B, n_latent, D)
+        assert rel(w_hat, half.encode_lq(lq.bfloat16())) < BF16_STAGE_REL_ERR
+        w0 = m.style_prompt(w_hat, [_gen(0)] * 3)
+        inverted, bank = m.feature_bank(w0, [_gen(1)] * 3)
+        inverted_h, bank_h = half.feature_bank(w0.bfloat16(), [_gen(1)] * 3)
+        assert rel(inverted, inverted_h) < BF16_STAGE_REL_ERR
+        assert all(rel(f, h) < BF16_STAGE_REL_ERR for f, h in zip(bank, bank_h, strict=True))
+        image = m.restore(lq, w0, bank, [_gen(2)] * 3)
+        image_h = half.restore(lq.bfloat16(), w0.bfloat16(), [f.bfloat16() for f in bank], [_gen(2)] * 3)
+        assert rel(image, image_h) < BF16_STAGE_REL_ERR
 
 
 def test_train_mode_keeps_frozen_parts_in_eval():

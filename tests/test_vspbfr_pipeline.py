@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from honestface.apps.infer import model_architecture, run_inference
 from honestface.config import load_config
 from honestface.data.samples import load_sample
 from honestface.face import build_detector
 from honestface.io import list_images, read_image, write_image
 from honestface.models.vspbfr import CONFIG_FILE, build_vspbfr
 from honestface.pipelines import VSPBFRPipeline
-from honestface.pipelines.runner import VSPBFR_CONFIG_FILE, model_architecture, run_inference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,13 @@ def test_photo_mode_pastes_back(model_dir):
 
 
 def test_runner_picks_the_architecture(model_dir, tmp_path):
-    assert CONFIG_FILE == VSPBFR_CONFIG_FILE
+    from honestface.models.honestface_folder import CONFIG_FILE as HONESTFACE_CONFIG_FILE
+    from honestface.pipelines import PIPELINES, HonestFacePipeline, family_of_folder, pipeline_class
+
+    assert CONFIG_FILE == VSPBFRPipeline.model_config_file  # the pipelines tell folders apart without loading them
+    assert HONESTFACE_CONFIG_FILE == HonestFacePipeline.model_config_file
+    assert {f: pipeline_class(f) for f in PIPELINES} == {"honestface": HonestFacePipeline, "vspbfr": VSPBFRPipeline}
+    assert family_of_folder(model_dir) == "vspbfr" and family_of_folder(tmp_path) is None
     detected = load_config(None, [f"model.pretrained={model_dir}"])
     assert model_architecture(detected) == "vspbfr"  # model.name left at its default
     other = tmp_path / "not_vspbfr"

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from honestface.config import load_config
+from honestface.models.vspbfr import LatentCodeDiscriminator
 from honestface.models.vspbfr.vspbfr import VSPBFR
 from honestface.training.tasks import TASKS, build_task
-from honestface.training.tasks.vspbfr import r1_due
-from honestface.training.tasks.vspbfr_encoder import LatentCodeDiscriminator
+from honestface.training.tasks.common import r1_due
 from honestface.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -398,7 +398,8 @@ def test_load_state_dict_unwraps_strips_and_refuses_code(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from honestface.weights import WeightsError, check_state_dict, load_state_dict
+    from honestface.checkpoints import check_state_dict, load_state_dict
+    from honestface.weights import WeightsError
 
     t = torch.arange(6.0).reshape(2, 3)
     torch.save({"state_dict": {"module.fc.weight": t}}, tmp_path / "lightning.ckpt")
@@ -418,3 +419,11 @@ def test_load_state_dict_unwraps_strips_and_refuses_code(tmp_path):
         check_state_dict(net, {"fc.weight": t}, "x.pth")
     with pytest.raises(ValueError, match=r"wrong shape keys: weight \(3, 2\) != \(2, 3\)"):
         check_state_dict(net, {"weight": t.T}, "x.pth")
+
+
+def test_tests_never_read_the_users_weight_cache(hermetic_weights_home, tmp_path_factory):
+    """conftest's autouse fixture points $HONESTFACE_HOME at a session folder of pytest's own temporary tree."""
+    from honestface.weights import weights_home
+
+    assert weights_home() == hermetic_weights_home
+    assert hermetic_weights_home.is_relative_to(tmp_path_factory.getbasetemp())

@@ -15,16 +15,14 @@ references it samples or how its test split was made; the choices below are ours
 - `split_identities` ranks identities by a seeded SHA-256 hash and puts the first round(n * test_fraction) in the
   test set: stable for a seed, independent of input order, and an identity's rank does not move when others are
   added. Split files hold one identity per line, `#` starts a comment line.
-- `InferenceFolderDataset` (LQ inputs of the pipeline) finds the references of each input from a shared folder,
-  per-input folders or a JSON / CSV mapping (see its docstring).
+- `InferenceFolderDataset` (LQ inputs of the pipeline) finds the references of each input by the rule of
+  `honestface.data.reference_rule` (shared with evaluation).
 Loading rules (resize, sidecars, bad files) are those of `honestface.data.datasets`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -44,6 +42,7 @@ from honestface.data.datasets import (
     resize_face,
     scan_images,
 )
+from honestface.data.reference_rule import resolve_references
 from honestface.io import atomic_write_text, list_images
 
 __all__ = [
@@ -237,17 +236,9 @@ class ReferenceFaceDataset(FaceFolderBase):
 
 
 class InferenceFolderDataset(FaceFolderBase):
-    """LQ inputs (a folder, any nesting, or one image file) with optional references for each.
-
-    `references` is detected by what it is:
-    - None: no references;
-    - a `.json` file: {"<lq relative path, file name, stem or a path ending>": ["ref.png", ...] or "ref.png"};
-    - a `.csv` file: rows `lq,ref` (repeat the row for more), `lq,ref1;ref2` or `lq,ref1,ref2`; an optional header
-      row whose first cell is `lq`, `input`, `image`, `path` or `file`; relative reference paths in a mapping are
-      resolved against the mapping file's folder and a missing one is a FileNotFoundError;
-    - a folder that has a sub-folder named after an input (`references/<relative path without suffix>/` or
-      `references/<stem>/`): per-input folders (inputs without one get no references, with a warning);
-    - any other folder: all its images are the references of every input.
+    """LQ inputs (a folder, any nesting, or one image file) with optional references for each, found by the rule
+    of `honestface.data.reference_rule.resolve_references` (a mapping file, per-input folders, identity folders or
+    one shared folder; the same rule as evaluation).
     At most `max_references` references per input (the first ones in sorted / listed order; None = all). Sample:
     `lq` (3, H, W) (resized only when `resolution` is given), `index`, `path`, `relpath`, `size` (H, W) of the file,
     `refs` (a list of (3, h, w) tensors, not padded) and `ref_paths`. LQ inputs have no minimum size. A reference
@@ -279,70 +270,9 @@ class InferenceFolderDataset(FaceFolderBase):
         if not self.paths:
             raise ValueError(f"no valid image in {self.root}: all {len(files)} files are unreadable")
         self.relpaths = [p.relative_to(base).as_posix() for p in self.paths]
-        self.reference_mode, ref_lists = self._find_references(references)
-        self.ref_paths = [lst if max_references is None else lst[:max_references] for lst in ref_lists]
-
-    def _find_references(self, references: str | os.PathLike | None) -> tuple[str, list[list[Path]]]:
-        n = len(self.paths)
-        if references is None:
-            return "none", [[] for _ in range(n)]
-        src = Path(references)
-        if not src.exists():
-            raise FileNotFoundError(f"references not found: {src}")
-        if src.is_file():
-            suffix = src.suffix.lower()
-            if suffix not in (".json", ".csv"):
-                raise ValueError(f"a references file must be .json or .csv, got {src}")
-            mapping = _read_json_mapping(src) if suffix == ".json" else _read_csv_mapping(src)
-            return suffix[1:], self._apply_mapping(mapping, src)
-        subdirs = [self._input_folder(src, i) for i in range(n)]
-        if any(d is not None for d in subdirs):
-            missing = [self.relpaths[i] for i, d in enumerate(subdirs) if d is None]
-            if missing:
-                warnings.warn(f"{len(missing)} input(s) have no reference folder in {src}, e.g. {missing[0]}",
-                              stacklevel=3)
-            lists = [[] if d is None else self._scan_refs(list_images(d, recursive=True), d) for d in subdirs]
-            return "per_input", lists
-        shared = self._scan_refs(list_images(src, recursive=True), src)
-        if not shared:
-            raise ValueError(f"no valid reference image in {src}")
-        return "shared", [list(shared) for _ in range(n)]
-
-    def _input_folder(self, src: Path, i: int) -> Path | None:
-        for name in (Path(self.relpaths[i]).with_suffix("").as_posix(), self.paths[i].stem):
-            if (src / name).is_dir():
-                return src / name
-        return None
-
-    def _scan_refs(self, paths: list[Path], where: Path) -> list[Path]:
-        good, bad = scan_images(paths, None, True, f"references {where}")
-        self.skipped.extend(bad)
-        return good
-
-    def _apply_mapping(self, mapping: dict[str, list[str]], src: Path) -> list[list[Path]]:
-        keys: dict[str, list[int]] = {}
-        for i, (p, rel) in enumerate(zip(self.paths, self.relpaths)):
-            for k in dict.fromkeys((rel, Path(rel).with_suffix("").as_posix(), p.name, p.stem)):
-                keys.setdefault(k, []).append(i)
-        lists: list[list[Path]] = [[] for _ in self.paths]
-        unused = []
-        for key, refs in mapping.items():
-            k = key.replace("\\", "/")
-            targets = keys.get(k) or [i for i, p in enumerate(self.paths) if f"/{p.as_posix()}".endswith(f"/{k}")]
-            if not targets:
-                unused.append(key)
-                continue
-            resolved = [r if r.is_absolute() else src.parent / r for r in map(Path, refs)]
-            for r in resolved:
-                if not r.is_file():
-                    raise FileNotFoundError(f"reference image {r} (for {key!r} in {src}) not found")
-            good = self._scan_refs(resolved, src)
-            for i in targets:
-                lists[i].extend(r for r in good if r not in lists[i])
-        if unused:
-            warnings.warn(f"{src}: {len(unused)} of {len(mapping)} entries match no input image, e.g. {unused[0]!r}",
-                          stacklevel=4)
-        return lists
+        found = resolve_references(self.paths, self.relpaths, references, max_references)
+        self.reference_mode, self.ref_paths = found.mode, found.lists
+        self.skipped.extend(found.skipped)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -369,35 +299,3 @@ class InferenceFolderDataset(FaceFolderBase):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self._first_valid(self._check_index(index), lambda j: [self.paths[j]], self._make)
-
-
-def _read_json_mapping(path: Path) -> dict[str, list[str]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object {{input: [references]}}")  # noqa: TRY004 (bad file content)
-    out: dict[str, list[str]] = {}
-    for key, value in data.items():
-        refs = [value] if isinstance(value, str) else value
-        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-            raise ValueError(f"{path}: the references of {key!r} must be a path or a list of paths")
-        out[str(key)] = refs
-    return out
-
-
-def _read_csv_mapping(path: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row_no, row in enumerate(csv.reader(f), start=1):
-            cells = [c.strip() for c in row]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if row_no == 1 and cells[0].lower() in ("lq", "input", "image", "path", "file"):
-                continue  # header
-            refs = [r.strip() for c in cells[1:] for r in c.split(";") if r.strip()]
-            if not cells[0] or not refs:
-                raise ValueError(f"{path}, line {row_no}: expected 'lq,ref' or 'lq,ref1;ref2', got {row}")
-            out.setdefault(cells[0], []).extend(r for r in refs if r not in out.get(cells[0], []))
-    return out

@@ -103,7 +103,7 @@ def build_sample_split(output: str | os.PathLike, size: int = 64, train_views: i
     people's augmented views (`build_sample_identities`; the test faces stay those of flip=False, so runs with and
     without flips are scored on the same faces). `exclude_identities` are left out entirely
     (neither trained on nor tested): a validation split holds out the real test people this way
-    (`honestface.quickstart.levers`). Rerunning with the same arguments is cheap."""
+    (`honestface.apps.quickstart.levers`). Rerunning with the same arguments is cheap."""
     from honestface.data.prepare import make_testset
 
     out = Path(output)

@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
+from honestface.checkpoints import check_state_dict, load_state_dict
 from honestface.face.schemes import DLIB68
 from honestface.face.types import FaceDetection
-from honestface.weights import check_state_dict, load_state_dict, resolve_weight
+from honestface.weights import resolve_weight
 
 DETECTORS = ("dlib", "mtcnn", "retinaface", "scrfd")
 SELECT_RULES = ("largest", "center", "score", "all")

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from honestface.weights import check_state_dict, load_state_dict
+from honestface.checkpoints import check_state_dict, load_state_dict
 
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "ir18": (2, 2, 2, 2),

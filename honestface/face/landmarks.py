@@ -34,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from honestface.checkpoints import check_state_dict, load_state_dict
 from honestface.face.detection import (
     as_rgb_uint8,
     dlib_model_path,
@@ -44,7 +45,7 @@ from honestface.face.detection import (
 )
 from honestface.face.schemes import DLIB68, INSIGHTFACE106, WFLW98, LandmarkScheme
 from honestface.face.types import FaceDetection
-from honestface.weights import check_state_dict, load_state_dict, resolve_weight
+from honestface.weights import resolve_weight
 
 LANDMARKERS = ("dlib68", "awing98", "insightface106")
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from honestface.weights import check_state_dict, load_state_dict, resolve_weight
+from honestface.checkpoints import check_state_dict, load_state_dict
+from honestface.weights import resolve_weight
 
 BISENET_CLASSES = (
     "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",

@@ -22,7 +22,7 @@ Facts of the published architecture (input (B, 1, 128, 128), output (B, 512), ev
 Our choices: only the `use_se=False` variant exists here (both metrics use it); `load_resnet_face18` accepts keys
 with or without `module.`, and a file from before PyTorch 0.4.1 that has no `num_batches_tracked` buffers at all
 (PyTorch's own BatchNorm loading fills those in the same way); any other missing, unexpected or misshapen key is
-an error. The file is read weights-only (`honestface.weights.load_state_dict`).
+an error. The file is read weights-only (`honestface.checkpoints.load_state_dict`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 import torch
 from torch import nn
 
-from honestface.weights import check_state_dict, load_state_dict
+from honestface.checkpoints import check_state_dict, load_state_dict
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2

@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from honestface.weights import check_state_dict, load_state_dict, resolve_weight
+from honestface.checkpoints import check_state_dict, load_state_dict
+from honestface.weights import resolve_weight
 
 _VGG16_CFG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 

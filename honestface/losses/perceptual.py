@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from honestface.checkpoints import check_state_dict, load_state_dict
 from honestface.losses.features import load_torchvision_features, vgg16_features
-from honestface.weights import check_state_dict, load_state_dict, resolve_weight
+from honestface.weights import resolve_weight
 
 PERCEPTUAL_KINDS = ("ea_dists", "dists", "lpips_vgg", "lpips_alex", "ea_lpips_vgg", "ea_lpips_alex")
 MIN_SIZE = 32  # smallest H, W every backbone (AlexNet's 11x11/4 stem and three pools included) accepts

@@ -9,7 +9,6 @@ from __future__ import annotations
 from honestface._lazy import lazy_exports
 
 _EXPORTS = {
-    "run_evaluation": "evaluate",
     "affine_landmark_distance": "landmark",
     "landmark_distance": "landmark",
     "landmark_scores": "landmark",

@@ -2,7 +2,8 @@
 
 One or more restored folders ("methods") are paired with a ground-truth folder by relative path without extension
 (`a/b.png` matches `a/b.jpg`); optional LQ inputs pair the same way and optional references are looked up per image
-(`refs/<relative stem>/` or, identity layout, the other images of `refs/<parent folder>/`). The metric names and
+by the rule inference uses (`honestface.data.reference_rule`: a mapping file, `refs/<relative stem>/`, the identity
+layout `refs/<parent folder>/` without the image itself, or one shared folder). The metric names and
 what each computes are in `honestface.metrics.suite` (docs/metrics.md). Per image we compute the IQA metrics in
 batches (`honestface.metrics.iqa.IQAMetrics`), our landmark (`lmd_<landmarker>`, ALD) and identity
 (`ids_<network>`, `idangle_<network>`) metrics and, with references, the reference honesty of HonestFace. The
@@ -32,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from honestface.metrics.pairing import PairingError, find_references, index_images, pair_folder, parse_methods
+from honestface.data.reference_rule import resolve_references
+from honestface.metrics.pairing import PairingError, index_images, pair_folder, parse_methods
 from honestface.metrics.suite import ALD_KEYS, REFERENCE_KEYS, MetricSuite, build_metrics, higher_is_better
 
-__all__ = ["EvaluationResult", "PairingError", "evaluate_folders", "higher_is_better", "run_evaluation"]
+__all__ = ["EvaluationResult", "PairingError", "evaluate_folders", "higher_is_better"]
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -143,8 +145,8 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
     if errors:
         raise PairingError(" | ".join(errors))
     refs_dir = Path(refs) if refs is not None else None
-    if refs_dir is not None and not refs_dir.is_dir():
-        raise FileNotFoundError(f"references folder not found: {refs_dir}")
+    if refs_dir is not None and not refs_dir.exists():
+        raise FileNotFoundError(f"references not found: {refs_dir}")
     notes: list[str] = []
     set_cols: list[tuple[str, str, str | None]] = []
     if proto is not None:
@@ -158,6 +160,9 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
     suite = build_metrics(metrics, refs_dir is not None, lq is not None, device, batch_size, weights, landmarks,
                           detector, identity, set_columns=set_cols, crop_border=int(crop_border or 0))
     keys = sorted(gt_index)
+    gt_files = [gt_index[k] for k in keys]  # references by the rule inference uses (honestface.data.reference_rule)
+    refs_of = dict(zip(keys, resolve_references(gt_files, [f.relative_to(gt_dir).as_posix() for f in gt_files],
+                                                refs_dir).lists))
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     overlay: dict[str, dict[str, Any]] = {m: {} for m in methods}
     id_cols = [c for c in suite.columns if c.startswith(("ids_", "idangle_")) and c not in suite.published]
@@ -166,7 +171,7 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
         chunk = keys[start:start + batch_size]
         gts = [_read(gt_index[k]) for k in chunk]
         lqs = [_read(lq_index[k], g.shape[:2]) for k, g in zip(chunk, gts)] if lq_index else [None] * len(chunk)
-        ref_paths = [find_references(refs_dir, k, gt_index[k]) if refs_dir else [] for k in chunk]
+        ref_paths = [refs_of[k] for k in chunk]
         refs_img = [[_read(p) for p in ps] for ps in ref_paths] if "ref_ids" in suite.columns else None
         gt_ids = [_gt_identity(suite.identity, g) for g in gts] if id_cols else None
         gt_lms = [_gt_landmarks(suite.landmark, g) for g in gts] if lm_cols else None
@@ -343,57 +348,3 @@ def _iqa(suite: MetricSuite, outs: list[np.ndarray], gts: list[np.ndarray], rows
 
 
 # ------------------------------------------------------------------------------------------------- command line
-def default_output(methods: dict[str, Path], inputs: Sequence[Path]) -> Path:
-    """`<parent of the first restored folder>/evaluation`, or beside the inputs' common folder when that would
-    land inside an input folder."""
-    resolved = [p.resolve() for p in inputs]
-    out = next(iter(methods.values())).resolve().parent / "evaluation"
-    if any(out == p or p in out.parents for p in resolved):
-        out = Path(os.path.commonpath([str(p) for p in resolved])).parent / "evaluation"
-    return out
-
-
-def check_output(output: Path, inputs: Sequence[Path]) -> None:
-    """The reports never go into an input folder (they would be paired as images on the next run)."""
-    out = output.resolve()
-    for p in inputs:
-        p = p.resolve()
-        if out == p or p in out.parents:
-            raise ValueError(f"the output folder {output} must not be inside the input folder {p}")
-
-
-def run_evaluation(cfg: Any) -> int:
-    """Run the `eval.*` section of a config: evaluate, print the table, write the reports. Returns the exit code."""
-    from honestface.metrics.report import markdown_table, protocol_table, write_reports
-
-    e = cfg.eval
-    try:
-        if not e.restored or not e.ground_truth:
-            raise ValueError("eval.restored (--restored) and eval.ground_truth (--gt) are required")
-        if e.batch_size < 1:
-            raise ValueError(f"bad value for 'eval.batch_size': must be > 0, got {e.batch_size}")
-        restored = [str(r) for r in e.restored] if not isinstance(e.restored, str) else [e.restored]
-        methods = parse_methods(restored)
-        inputs = [*methods.values(), Path(e.ground_truth)] + [Path(p) for p in (e.lq, e.references) if p]
-        output = Path(e.output) if e.output else default_output(methods, inputs)
-        check_output(output, inputs)
-        device = e.device
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics = None if e.metrics is None else [str(m) for m in e.metrics]
-        result = evaluate_folders([f"{n}={p}" for n, p in methods.items()], e.ground_truth, refs=e.references,
-                                  lq=e.lq, metrics=metrics, device=device, batch_size=e.batch_size,
-                                  fid_ref=e.fid_ref, weights=dict(cfg.weights), landmarks=e.landmarks,
-                                  detector=e.detector, identity=e.identity, verbose=True, protocol=e.protocol,
-                                  test_set=e.test_set, crop_border=e.crop_border)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for name, reason in result.skipped.items():
-        print(f"skipped metric {name}: {reason}")
-    print(protocol_table(result) if result.protocol else markdown_table(result))
-    for what, path in write_reports(result, output, thumbnail=e.thumbnail, config=cfg).items():
-        print(f"{what}: {path}")
-    return 0

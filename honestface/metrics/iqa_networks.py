@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from honestface.checkpoints import check_state_dict, load_state_dict
 from honestface.losses.features import load_torchvision_features, vgg16_features
-from honestface.weights import WeightsError, check_state_dict, file_sha256, load_state_dict
+from honestface.weights import WeightsError, file_sha256
 
 PathLike = str | os.PathLike
 

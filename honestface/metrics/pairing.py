@@ -2,8 +2,9 @@
 
 A restored folder ("method") pairs with the ground-truth folder by relative path without extension (`a/b.png`
 matches `a/b.jpg`); every GT image must have exactly one partner and there must be no extra ones, otherwise a
-one-line `PairingError` lists the missing and extra names. References of an image are `refs/<relative stem>/` or,
-in the identity layout, the other images of `refs/<parent folder>/`. Our choice: the published metric scripts pair
+one-line `PairingError` lists the missing and extra names. References of an image follow the rule inference uses
+(`honestface.data.reference_rule`: a mapping file, `refs/<relative stem>/`, the identity layout `refs/<parent>/`,
+or one shared folder). Our choice: the published metric scripts pair
 by sorted file name, which gives the same pairs when both folders hold the same names, the only case we accept.
 """
 
@@ -13,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["PairingError", "find_references", "index_images", "pair_folder", "parse_methods"]
+__all__ = ["PairingError", "index_images", "pair_folder", "parse_methods"]
 
 
 class PairingError(ValueError):
@@ -48,21 +49,6 @@ def pair_folder(folder: Path, gt: dict[str, Path], what: str, gt_dir: Path) -> t
     parts = [f"{len(missing)} missing ({_names(missing)})"] if missing else []
     parts += [f"{len(extra)} extra ({_names(extra)})"] if extra else []
     return found, f"{what} folder {folder} does not match the ground truth {gt_dir}: " + "; ".join(parts)
-
-
-def find_references(refs: Path, key: str, exclude: Path | None = None) -> list[Path]:
-    """References of image `key`: refs/<key>/*, else the images of refs/<parent of key>/ (identity layout) except
-    the file `exclude` itself (the GT, when refs and ground truth are the same folder)."""
-    from honestface.io import list_images
-
-    own = refs / key
-    if own.is_dir():
-        return list_images(own)
-    parent = Path(key).parent
-    if str(parent) == "." or not (refs / parent).is_dir():
-        return []
-    skip = exclude.resolve() if exclude is not None else None
-    return [p for p in list_images(refs / parent, recursive=False) if p.resolve() != skip]
 
 
 def parse_methods(restored: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]

@@ -45,7 +45,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from honestface.weights import WeightsError, check_state_dict, load_state_dict, resolve_weight
+from honestface.checkpoints import check_state_dict, load_state_dict
+from honestface.weights import WeightsError, resolve_weight
 
 __all__ = ["LMD_INFO", "VQFRLandmarkDistance", "read_vqfr_input", "vqfr_heatmap_points"]
 

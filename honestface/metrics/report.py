@@ -418,8 +418,8 @@ def write_html(result: Any, output: Path, thumbnail: int = 160, histograms: dict
     return atomic_write_text(output / "report.html", page)
 
 
-def write_reports(result: Any, output: str | Path, thumbnail: int = 160, config: Any = None) -> dict[str, Path]:
-    """Write per_image.csv, summary.json, table.md, report.html (+ assets/) and config.yaml into `output`."""
+def write_reports(result: Any, output: str | Path, thumbnail: int = 160) -> dict[str, Path]:
+    """Write per_image.csv, summary.json, table.md, report.html (+ assets/) into `output`."""
     from honestface.io import atomic_write_text
 
     output = Path(output)
@@ -434,8 +434,4 @@ def write_reports(result: Any, output: str | Path, thumbnail: int = 160, config:
         paths["markdown table"] = atomic_write_text(output / "table.md", markdown_table(result))
     hists = write_histograms(result, output / "assets" / "histograms")
     paths["HTML report"] = write_html(result, output, thumbnail, hists)
-    if config is not None:
-        from honestface.config import save_config
-
-        paths["config"] = save_config(config, output)
     return paths

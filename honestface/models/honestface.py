@@ -30,15 +30,15 @@ Native settings (`native_settings`, `honestface.models.native`): the face resolu
 timestep the model works at; presets set them (sd21: 512 px, OSDFace's bilinear resize, t = 399; tiny: 64 px) and
 `save_pretrained` records them, so pipelines never take the face size from the VAE's `sample_size`.
 
-Serialisation (our format): `save_pretrained(dir)` writes `honestface_config.json` (component configs, native
-settings, where the frozen parts come from: registry names and paths), `pytorch_lora_weights.safetensors`
-(diffusers/OSDFace LoRA layout), `honestface_modules.safetensors` (projection, IDE heads, fusion, discriminator
-head), and, only for frozen parts without an external source (random tiny models), `frozen.safetensors`.
+Serialisation (our format, `honestface_folder.py`): `save_pretrained(dir)` writes `honestface_config.json`
+(component configs, native settings, where the frozen parts come from: registry names and paths),
+`pytorch_lora_weights.safetensors` (diffusers/OSDFace LoRA layout), `honestface_modules.safetensors` (projection,
+IDE heads, fusion, discriminator head), and, only for frozen parts without an external source (random tiny models),
+`frozen.safetensors`, atomically (`folder.py`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,16 +49,15 @@ import torch
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from honestface.models import honestface_folder as folder_format
 from honestface.models.discriminator import LatentDiscriminator, canonical_unet_key
+from honestface.models.folder import save_model_folder, state_to_save
 from honestface.models.generator import LORA_FILE, OneStepGenerator
+from honestface.models.honestface_folder import CONFIG_FILE, FAMILY_FILES, FROZEN_FILE, MODULES_FILE, TRAINABLE
 from honestface.models.native import NativeSettings, fallback_native_settings
 
 __all__ = ["HonestFace", "HonestFaceOutput", "ReferenceFeatures"]
 
-CONFIG_FILE = "honestface_config.json"
-MODULES_FILE = "honestface_modules.safetensors"
-FROZEN_FILE = "frozen.safetensors"
-TRAINABLE = ("face_identity_encoder", "facial_feature_extractor", "fusion")
 FROZEN_PARTS = ("generator", "vre", "identity_backbone", "image_backbone")
 
 
@@ -193,10 +192,10 @@ class HonestFace(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> HonestFace:
-        """Build a named configuration ("sd21" | "tiny"); see `honestface.models.presets.build_honestface`."""
-        from honestface.models.presets import build_honestface
+        """Build a named configuration ("sd21" | "tiny"); options: `honestface.models.presets.build_honestface_parts`."""
+        from honestface.models.presets import build_honestface_parts
 
-        return build_honestface(name, **kwargs)
+        return cls(**build_honestface_parts(name, **kwargs)).eval()
 
     # ------------------------------------------------------------------------------------------------- running
     def train(self, mode: bool = True) -> HonestFace:
@@ -363,56 +362,61 @@ class HonestFace(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         """What `save_pretrained` writes to honestface_config.json."""
-        from honestface.models import presets
-
         cfg: dict[str, Any] = {"format": "honestface", "version": 1, "use_ide": self.use_ide,
                                "native": self.native_settings.to_dict(),
                                "sources": self.sources, "generator": self.generator.config,
-                               "vre": presets.plain_config(self.vre.config),
+                               "vre": folder_format.plain_config(self.vre.config),
                                "discriminator": None if self.discriminator is None
-                               else presets.plain_config(self.discriminator.config)}
+                               else folder_format.plain_config(self.discriminator.config)}
         if "generator" not in self.sources:
-            cfg["generator_architecture"] = presets.generator_architecture(self.generator)
+            cfg["generator_architecture"] = folder_format.generator_architecture(self.generator)
         if self.use_ide:
             for name in TRAINABLE:
-                cfg[name] = presets.plain_config(getattr(self, name).config)
-            cfg["identity_backbone"] = presets.identity_backbone_spec(self.identity_backbone)
-            cfg["image_backbone"] = presets.image_backbone_spec(self.image_backbone)
+                cfg[name] = folder_format.plain_config(getattr(self, name).config)
+            cfg["identity_backbone"] = folder_format.identity_backbone_spec(self.identity_backbone)
+            cfg["image_backbone"] = folder_format.image_backbone_spec(self.image_backbone)
         return cfg
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write the model folder (config, LoRA, trained modules, frozen parts without an external source)."""
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write the model folder (config, LoRA, trained modules, frozen parts without an external source),
+        atomically (`honestface.models.folder`); returns it."""
         from safetensors.torch import save_file
 
         if self.generator.lora_merged:
             raise ValueError("the LoRA is merged into the UNet; save before merge_lora() (merging is for inference)")
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2, sort_keys=True) + "\n")
-        if self.generator.has_lora:
-            self.generator.save_lora(out / LORA_FILE)
-        save_file({k: v.detach().contiguous() for k, v in self._modules_state().items()}, str(out / MODULES_FILE))
         frozen = self._frozen_state()
-        if frozen:
-            save_file({k: v.detach().contiguous() for k, v in frozen.items()}, str(out / FROZEN_FILE))
-        elif (out / FROZEN_FILE).exists():
-            (out / FROZEN_FILE).unlink()
-        return out
+
+        def write_weights(tmp: Path) -> None:
+            if self.generator.has_lora:
+                self.generator.save_lora(tmp / LORA_FILE)
+            save_file(state_to_save(self._modules_state()), str(tmp / MODULES_FILE))
+            if frozen:
+                save_file(state_to_save(frozen), str(tmp / FROZEN_FILE))
+
+        return save_model_folder(folder, CONFIG_FILE, self.config_dict(), write_weights, FAMILY_FILES)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, weights: dict[str, str] | None = None,
-                        with_discriminator: bool | None = None, torch_dtype: torch.dtype | None = None,
+    def from_pretrained(cls, folder: str | os.PathLike, weights: dict[str, str] | None = None,
+                        with_discriminator: bool | None = None, dtype: torch.dtype | None = None,
                         **frozen_paths: str | os.PathLike) -> HonestFace:
         """Load a folder written by `save_pretrained`. Frozen parts come from their recorded source; override
         the path of any with its registry name, e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or pass a
         `weights` dict (the config's `weights:` section; unrelated names are ignored).
-        `with_discriminator=False` skips the discriminator (inference). `torch_dtype` (e.g. torch.bfloat16): the
+        `with_discriminator=False` skips the discriminator (inference). `dtype` (e.g. torch.bfloat16): the
         weights are cast while they are read, so the model never exists in float32 (half the peak memory).
-        `directory` may also be a released model name ("osdface"): its files are found through the weights
-        registry and converted once into a cached folder in `torch_dtype` (`honestface.models.released`)."""
-        from honestface.models.presets import load_honestface
+        `folder` may also be a released model name ("osdface"): its files are found through the weights
+        registry and converted once into a cached folder in `dtype` (`honestface.models.released`)."""
+        from honestface.models.loading import check_materialised, release_free_memory
         from honestface.models.released import resolve_pretrained
 
-        directory = resolve_pretrained(directory, "honestface", {**(weights or {}), **frozen_paths}, torch_dtype)
-        return load_honestface(Path(directory), {**(weights or {}), **frozen_paths}, with_discriminator,
-                               strict_names=set(frozen_paths), torch_dtype=torch_dtype)
+        paths = {**(weights or {}), **frozen_paths}
+        folder = Path(resolve_pretrained(folder, "honestface", paths, dtype))
+        parts = folder_format.load_honestface_parts(folder, paths, with_discriminator,
+                                                    strict_names=set(frozen_paths), dtype=dtype)
+        model = cls(**parts)
+        check_materialised(model, str(folder))
+        if dtype is not None:
+            model.to(dtype=dtype)  # the parts loaded from their sources, the LoRA, buffers
+        del parts
+        release_free_memory()
+        return model.eval()

@@ -25,7 +25,6 @@ and OpenCLIP ViT-H/14 tokens (1280 wide, 257 per image, as IP-Adapter's image en
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -96,18 +95,3 @@ def masked_attention(
     safe = key_mask | ~has_key[:, None]  # (B, N): rows without keys attend to junk, zeroed below
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None, None, :])  # (B, H, Q, d)
     return out * has_key[:, None, None, None].to(out.dtype), has_key
-
-
-_LAZY = {
-    "IdentityBackbone": "face_identity_encoder",
-    "FaceIdentityEncoder": "face_identity_encoder",
-    "ImageTokenBackbone": "facial_feature_extractor",
-    "FacialFeatureExtractor": "facial_feature_extractor",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # The component modules import this one, so they are re-exported lazily (no import cycle).
-    if name not in _LAZY:
-        raise AttributeError(f"module 'honestface.models.ide' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"honestface.models.{_LAZY[name]}"), name)

@@ -1,5 +1,5 @@
-"""Named HonestFace configurations ("sd21", "tiny") and the builder/loader behind `HonestFace.from_preset` /
-`HonestFace.from_pretrained`.
+"""Named HonestFace configurations ("sd21", "tiny") and the builder behind `HonestFace.from_preset` (the folder
+format behind `save_pretrained` / `from_pretrained` is `honestface_folder.py`; neither imports the composite).
 
 "sd21" is the paper scale (docs/architecture.md): SD 2.1-base UNet + VAE (registry `sd21_base`),
 the OSDFace VRE (`osdface_vre`), ArcFace iResNet-50 (`arcface_torch_r50`) and the CLIP ViT-H/14 vision tower
@@ -12,10 +12,8 @@ weights always bring their own config.json]. Sizes we chose (tiny widths, the di
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,19 +22,12 @@ from honestface.models.discriminator import LatentDiscriminator
 from honestface.models.face_identity_encoder import FaceIdentityEncoder, IdentityBackbone
 from honestface.models.facial_feature_extractor import FacialFeatureExtractor, ImageTokenBackbone
 from honestface.models.fusion import FeatureFusion
-from honestface.models.generator import LORA_FILE, OneStepGenerator
+from honestface.models.generator import OneStepGenerator
 from honestface.models.ide import TINY_CLIP_VISION_CONFIG
-from honestface.models.loading import (
-    check_materialised,
-    empty_weights,
-    load_into,
-    read_safetensors,
-    release_free_memory,
-)
 from honestface.models.vre import VisualRepresentationEmbedder
 
 __all__ = ["CLIP_VIT_H14_VISION_CONFIG", "SD21_SCHEDULER_CONFIG", "SD21_UNET_CONFIG", "SD21_VAE_CONFIG",
-           "TINY_UNET_CONFIG", "TINY_VAE_CONFIG", "build_honestface", "load_honestface"]
+           "TINY_UNET_CONFIG", "TINY_VAE_CONFIG", "build_honestface_parts"]
 
 SD21_UNET_CONFIG: dict[str, Any] = {
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
@@ -85,39 +76,6 @@ _GENERATOR_KEYS = ("lora_rank", "lora_alpha", "lora_target_modules", "lora_dropo
                    "prediction_type", "train_base")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("_")}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def plain_config(config: Any) -> dict[str, Any]:
-    """A diffusers/transformers config as a JSON-ready dict (no `_` keys, tuples as lists)."""
-    return _plain(dict(config))
-
-
-def generator_architecture(generator: OneStepGenerator) -> dict[str, Any]:
-    return {"unet_config": plain_config(generator.unet.config), "vae_config": plain_config(generator.vae.config),
-            "scheduler_config": _plain(generator.scheduler_config)}
-
-
-def identity_backbone_spec(backbone: IdentityBackbone) -> dict[str, Any]:
-    """The architecture of an iResNet identity backbone (to rebuild it when saved in the folder); any other
-    recogniser (e.g. dlib's) must come from its weights source, so only its border value is recorded."""
-    net = backbone.net
-    if not all(hasattr(net, a) for a in ("layers", "widths", "num_features")):
-        return {"border_value": backbone.border_value}
-    return {"layers": list(net.layers), "widths": list(net.widths), "num_features": int(net.num_features),
-            "border_value": backbone.border_value}
-
-
-def image_backbone_spec(backbone: ImageTokenBackbone) -> dict[str, Any]:
-    return {"config": _plain(backbone.model.config.to_diff_dict()), "layer": backbone.layer,
-            "mean": backbone.mean.flatten().tolist(), "std": backbone.std.flatten().tolist()}
-
-
 @contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
     """Seed random initialisation without touching the caller's global RNG state."""
@@ -129,7 +87,7 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: bool = True,
+def build_honestface_parts(name: str, *, use_ide: bool = True, with_discriminator: bool = True,
                      pretrained: bool | Sequence[str] | None = None, weights: dict[str, str] | None = None,
                      osdface_weights: bool = False, identity_weights: str = "arcface_torch_r50",
                      image_layer: int = -2, seed: int | None = 0, unet: dict[str, Any] | None = None,
@@ -138,8 +96,9 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
                      facial_feature_extractor: dict[str, Any] | None = None, fusion: dict[str, Any] | None = None,
                      discriminator: dict[str, Any] | None = None, vae_path: str | None = None,
                      vre_path: str | None = None, resolution: int | None = None, resize: str | None = None,
-                     **generator_options: Any):
-    """Build HonestFace preset `name` ("sd21" | "tiny").
+                     **generator_options: Any) -> dict[str, Any]:
+    """The parts of HonestFace preset `name` ("sd21" | "tiny"): `HonestFace(**parts)` keyword arguments (what
+    `HonestFace.from_preset` builds the model from).
 
     pretrained: load the external weights (default: True for "sd21"; "tiny" has none), or the names of the parts
     to load ("generator", "vre", "identity_backbone", "image_backbone"; the rest random). weights: registry name ->
@@ -153,7 +112,6 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
     preset's, see `_PRESETS`). Remaining keywords are generator options (lora_rank, lora_alpha,
     lora_target_modules, lora_dropout, timestep, encode_mode, prediction_type, train_base).
     """
-    from honestface.models.honestface import HonestFace
     from honestface.weights import resolve_weight
 
     if name not in _PRESETS:
@@ -228,101 +186,4 @@ def build_honestface(name: str, *, use_ide: bool = True, with_discriminator: boo
                      "identity_backbone": ident, "image_backbone": image}
     native = {**spec["native"], **({} if resolution is None else {"resolution": int(resolution)}),
               **({} if resize is None else {"resize": resize})}
-    return HonestFace(gen, vre_model, discriminator=disc, sources=sources, native=native, **parts).eval()
-
-
-def _take(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def load_honestface(folder: Path, weights: dict[str, Any], with_discriminator: bool | None = None,
-                    strict_names: set[str] | None = None, torch_dtype: torch.dtype | None = None):
-    """The body of `HonestFace.from_pretrained` (see there). Parts whose weights are all in the folder are built on
-    the meta device and adopt the tensors read from it, cast to `torch_dtype` while reading
-    (`honestface.models.loading`): no random initialisation and no second copy of the UNet at the peak."""
-    from honestface.models.honestface import CONFIG_FILE, FROZEN_FILE, MODULES_FILE, TRAINABLE, HonestFace
-
-    if not (folder / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"not a HonestFace folder (no {CONFIG_FILE}): {folder}")
-    cfg = json.loads((folder / CONFIG_FILE).read_text())
-    if cfg.get("format") != "honestface":
-        raise ValueError(f"{folder / CONFIG_FILE}: not a honestface config (format={cfg.get('format')!r})")
-    sources = cfg.get("sources", {})
-    used = {s["weights"] for s in sources.values()}
-    unknown = sorted(set(strict_names or ()) - used)
-    if unknown:
-        raise ValueError(f"{unknown[0]!r} is not a frozen part of this model; its weights: {', '.join(sorted(used))}")
-
-    def path_of(part: str) -> str | None:
-        return weights.get(sources[part]["weights"], sources[part].get("path"))
-
-    frozen = read_safetensors(folder / FROZEN_FILE, torch_dtype) if (folder / FROZEN_FILE).is_file() else {}
-    modules = read_safetensors(folder / MODULES_FILE, torch_dtype)
-    options = {k: v for k, v in cfg["generator"].items() if not k.startswith("lora_")}
-    if "generator" in sources:
-        gen = OneStepGenerator.from_sd(path_of("generator"), weights_name=sources["generator"]["weights"],
-                                       lora_rank=0, torch_dtype=torch_dtype, **options)
-        if options.get("train_base"):  # the trained base UNet replaces the external one
-            load_into(gen.unet, _take(frozen, "generator.unet."), "the trained base UNet", folder, assign=True)
-    else:
-        arch = cfg["generator_architecture"]
-        with empty_weights():
-            gen = OneStepGenerator.from_configs(arch["unet_config"], arch["vae_config"], arch["scheduler_config"],
-                                                lora_rank=0, **options)
-        load_into(gen.unet, _take(frozen, "generator.unet."), "the UNet", folder, assign=True)
-        load_into(gen.vae, _take(frozen, "generator.vae."), "the VAE", folder, assign=True)
-    disc = None
-    if cfg["discriminator"] is not None and with_discriminator is not False:
-        d_cfg = {k: v for k, v in cfg["discriminator"].items() if k not in ("unet_config", "scheduler_config")}
-        disc = LatentDiscriminator.from_unet(gen.unet, gen.scheduler_config, **d_cfg)
-        load_into(disc, _take(modules, "discriminator."), "the discriminator", folder,
-                  allow_missing=("backbone.",))
-    g = cfg["generator"]
-    if g["lora_rank"] > 0:
-        gen.load_lora(folder / LORA_FILE, lora_alpha=g["lora_alpha"], lora_dropout=g["lora_dropout"])
-        gen.lora_target_modules = list(g["lora_target_modules"])
-    if "vre" in sources:
-        vre = VisualRepresentationEmbedder.from_osdface(path_of("vre"), None, **cfg["vre"])
-    else:
-        vre = VisualRepresentationEmbedder(**cfg["vre"])
-        load_into(vre, _take(frozen, "vre."), "the VRE", folder, allow_missing=("projection.",))
-    vre.load_projection_state_dict(_take(modules, "vre.projection."), source=str(folder / MODULES_FILE))
-    parts: dict[str, Any] = {}
-    if cfg["use_ide"]:
-        spec = cfg["identity_backbone"]
-        if "identity_backbone" in sources:
-            ident = IdentityBackbone.from_weights(sources["identity_backbone"]["weights"], path_of("identity_backbone"),
-                                                  border_value=spec["border_value"])
-        else:
-            from honestface.face.iresnet import IResNet
-
-            if "layers" not in spec:
-                raise ValueError(f"{folder}: the identity backbone has no weights source and no iResNet architecture")
-            with empty_weights():
-                net = IResNet(spec["layers"], num_features=spec["num_features"], widths=spec["widths"])
-                ident = IdentityBackbone(net, border_value=spec["border_value"])
-            load_into(ident, _take(frozen, "identity_backbone."), "the identity backbone", folder, assign=True)
-        spec = cfg["image_backbone"]
-        kw = {"layer": spec["layer"], "mean": spec["mean"], "std": spec["std"]}
-        if "image_backbone" in sources:
-            image = ImageTokenBackbone.from_weights(path_of("image_backbone"), sources["image_backbone"]["weights"],
-                                                    **kw)
-        else:
-            with empty_weights():
-                image = ImageTokenBackbone.from_config(spec["config"], **kw)
-            load_into(image, _take(frozen, "image_backbone."), "the image backbone", folder, assign=True)
-        classes = {"face_identity_encoder": FaceIdentityEncoder, "facial_feature_extractor": FacialFeatureExtractor,
-                   "fusion": FeatureFusion}
-        for part in TRAINABLE:
-            parts[part] = classes[part](**cfg[part])
-            load_into(parts[part], _take(modules, f"{part}."), part, folder)
-        parts.update(identity_backbone=ident, image_backbone=image)
-    # folders saved before native settings were recorded: HonestFace's fallback (the VRE's size, OSDFace's resize
-    # for OSDFace's VRE); never the VAE's sample_size
-    model = HonestFace(gen, vre, discriminator=disc, sources=sources, native=cfg.get("native"), **parts)
-    check_materialised(model, str(folder))
-    if torch_dtype is not None:
-        model.to(dtype=torch_dtype)  # the parts loaded from their sources, the LoRA, buffers
-    del frozen, modules
-    release_free_memory()
-    return model.eval()
+    return {"generator": gen, "vre": vre_model, "discriminator": disc, "sources": sources, "native": native, **parts}

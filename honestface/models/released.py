@@ -63,19 +63,19 @@ def _source_key(name: str, dtype: torch.dtype, sources: Mapping[str, Path], opti
 
 
 def _build_osdface(sources: Mapping[str, Path], vre: Mapping[str, Any] | None = None) -> Any:
-    from honestface.models.presets import build_honestface
+    from honestface.models.honestface import HonestFace
 
     weights = {k: str(v) for k, v in sources.items()}
-    return build_honestface("sd21", use_ide=False, with_discriminator=False, pretrained=["generator", "vre"],
-                            weights=weights, osdface_weights=True, vre=dict(vre or {}))
+    return HonestFace.from_preset("sd21", use_ide=False, with_discriminator=False, pretrained=["generator", "vre"],
+                                  weights=weights, osdface_weights=True, vre=dict(vre or {}))
 
 
 def vspbfr_preset_of(restoration: Path) -> str:
     """The VSPBFR preset whose restoration network has the shapes of the released `restoration_net.pt` 'g_ema'
     ("full" for the released files; the tiny preset for test files)."""
+    from honestface.checkpoints import load_checkpoint
     from honestface.models.vspbfr.restoration_net import convert_official_restoration_state_dict
     from honestface.models.vspbfr.vspbfr import VSPBFR_PRESETS, RestorationNetwork
-    from honestface.weights import load_checkpoint
 
     ckpt = load_checkpoint(restoration)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("g_ema"), Mapping):

@@ -42,7 +42,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import Tensor, nn
 
-from honestface.weights import load_state_dict, resolve_weight
+from honestface.checkpoints import load_state_dict
+from honestface.weights import resolve_weight
 
 from .vqgan import Encoder, VectorQuantizer, squared_distances
 

@@ -4,7 +4,8 @@ Paper: Wang et al., "HonestFace: Towards Honest Face Restoration with One-Step D
 (one UNet step at a fixed timestep on the VAE latent of the LQ face, conditioned on VRE tokens and, when
 references are given, identity/feature tokens of the same person). The face-photo steps follow common
 face-restoration practice (detect, align to the FFHQ template, restore, colour-correct, paste back with a soft
-mask; GFPGAN/CodeFormer via facexlib, OSDFace's wavelet colour fix). Shapes in docs/architecture.md.
+mask; GFPGAN/CodeFormer via facexlib, OSDFace's wavelet colour fix; shared with VSPBFR in `base.py`). Shapes in
+docs/architecture.md.
 
 Our choices:
 - The VAE posterior is sampled with one CPU `torch.Generator(seed)` per face (diffusers' list-of-generators
@@ -27,116 +28,44 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
-from diffusers.utils import BaseOutput
 
-from honestface.models.native import RESIZE_METHODS, face_tensor
-from honestface.pipelines.color import COLOR_FIXES, apply_color_fix
+from honestface.pipelines.base import (
+    DTYPES,
+    MODES,
+    FaceInfo,
+    FaceRestorationPipeline,
+    RestorationOutput,
+    _Job,
+    build_face_models,
+)
+from honestface.pipelines.reference_pool import ReferencePool
 
 # Default reference-matching thresholds (identity cosine) per identity encoder. Measured on the bundled photos for
 # dlib (different people 0.81-0.91, views of one face 0.93-0.99); ArcFace's usual same-person cosine is ~0.3-0.4.
 REF_THRESHOLDS = {"dlib": 0.93, "arcface_onnx": 0.35, "iresnet": 0.35}
-from honestface.pipelines.reference_pool import ReferencePool, load_rgb, to_uint8
 
-__all__ = ["FaceInfo", "HonestFacePipeline", "RestorationOutput"]
-
-MODES = ("aligned", "photo")
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+__all__ = ["DTYPES", "MODES", "REF_THRESHOLDS", "FaceInfo", "HonestFacePipeline", "RestorationOutput"]
 
 
-@dataclass
-class FaceInfo:
-    """One face of one input image (see the module docstring for how the similarities are measured)."""
-
-    box: list[float] | None
-    score: float | None
-    restored: bool
-    reason: str | None
-    references: list[str] = field(default_factory=list)
-    blind: bool = True
-    output_ref_similarity: float | None = None
-    input_ref_similarity: float | None = None
-
-
-@dataclass
-class RestorationOutput(BaseOutput):
-    """images: (H, W, 3) uint8, one per input (photo mode with upscaling: the upscaled size); faces: per input;
-    masks: per input, the (H, W) float32 union of pasted face masks (photo mode) or None (aligned mode)."""
-
-    images: list[np.ndarray]
-    faces: list[list[FaceInfo]]
-    masks: list[np.ndarray | None] | None = None
-
-
-@dataclass
-class _Job:
-    """Work item for one face: its LQ crop at the model resolution and everything needed to put it back."""
-
-    image: int
-    lq: np.ndarray  # (H, W, 3) uint8 input face (aligned mode: the input; photo mode: the aligned crop)
-    info: FaceInfo
-    photo: np.ndarray | None = None  # photo mode: the uint8 photo, to embed the face at full resolution
-    detection: Any = None
-    matrix: np.ndarray | None = None  # photo pixels -> crop pixels
-    pool: ReferencePool | None = None
-    chosen: list[int] = field(default_factory=list)
-    lq_embedding: np.ndarray | None = None  # aligned mode: the identity embedding of lq, computed once
-    restored: np.ndarray | None = None  # (h, w, 3) uint8 output face (same size as lq)
-
-
-def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    if img.shape[:2] == (h, w):
-        return img
-    shrink = h < img.shape[0] or w < img.shape[1]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-
-
-def _flatten_inputs(images: Any) -> list[Any]:
-    if isinstance(images, torch.Tensor) and images.ndim == 4:
-        return list(images.unbind(0))
-    if isinstance(images, (list, tuple)):
-        return [x for item in images for x in _flatten_inputs(item)]
-    return [images]
-
-
-def build_face_models(detector: Any, landmarker: Any, identity: Any, device: Any = None,
-                      detector_threshold: float = 0.9) -> tuple[Any, Any, Any]:
-    """(detector, landmarker, identity encoder): names are built on `device`, objects and None pass through."""
-    from honestface.face import build_detector, build_identity_encoder, build_landmarker
-
-    if isinstance(detector, str):
-        opts = {"threshold": detector_threshold} if detector == "mtcnn" else {}
-        detector = build_detector(detector, device=device, **opts)
-    if isinstance(landmarker, str):
-        landmarker = build_landmarker(landmarker, device=device)
-    if isinstance(identity, str):
-        identity = build_identity_encoder(identity, device=device)
-    return detector, landmarker, identity
-
-
-class HonestFacePipeline:
+class HonestFacePipeline(FaceRestorationPipeline):
     """Restoration with a HonestFace model (`__call__`). Build with `from_pretrained(model_dir)` or from parts:
-    model (HonestFace), detector / landmarker (photo mode), identity_encoder (reference matching and similarities;
-    default: dlib, built when first needed), resolution / resize (default: the model's native settings)."""
+    model (HonestFace), detector / landmarker (photo mode), identity_encoder (reference matching and similarities),
+    resolution / resize (default: the model's native settings). The detector and the identity encoder may be given
+    by name ("mtcnn", "dlib", ...): they are built on the pipeline's device when first used (`detector`,
+    `identity_encoder`), so a run that never needs them never loads them; the identity encoder defaults to dlib."""
 
-    def __init__(self, model: Any, detector: Any = None, landmarker: Any = None, identity_encoder: Any = None,
-                 resolution: int | None = None, cache_size: int = 64, resize: str | None = None) -> None:
-        self.model = model.eval()
-        self.model.requires_grad_(False)
-        self.detector, self.landmarker, self.identity_encoder = detector, landmarker, identity_encoder
-        native = model.native_settings
-        self.resolution = int(native.resolution if resolution is None else resolution)
-        self.resolution_source = "model" if resolution is None else "override"
-        self.resize = native.resize if resize is None else resize
-        if self.resolution < 8 or self.resolution % 8:
-            raise ValueError(f"resolution must be a positive multiple of 8, got {self.resolution}")
-        if self.resize not in RESIZE_METHODS:
-            raise ValueError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {self.resize!r}")
+    model_config_file = "honestface_config.json"  # = honestface.models.honestface_folder.CONFIG_FILE (tested)
+    family_label = "HonestFace"
+
+    def __init__(self, model: Any, detector: Any = None, landmarker: Any = None, identity_encoder: Any = "dlib",
+                 resolution: int | None = None, cache_size: int = 64, resize: str | None = None,
+                 detector_threshold: float = 0.9) -> None:
+        super().__init__(model, detector, landmarker, resolution, resize, detector_threshold)
+        self.identity_encoder = identity_encoder
         self.cache_size = int(cache_size)
         self._ref_cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
 
@@ -153,13 +82,21 @@ class HonestFacePipeline:
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {dtype}")
         model = HonestFace.from_pretrained(model_dir, weights=dict(weights or {}), with_discriminator=False,
-                                           torch_dtype=dtype)  # read straight into `dtype`: no float32 copy
-        faces = build_face_models(detector, landmarker, identity, device, detector_threshold)
-        return cls(model, *faces, **kw).to(device, dtype)
+                                           dtype=dtype)  # read straight into `dtype`: no float32 copy
+        landmarker = build_face_models(None, landmarker, None, device)[1]
+        return cls(model, detector, landmarker, identity, detector_threshold=detector_threshold,
+                   **kw).to(device, dtype)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def identity_encoder(self) -> Any:
+        """The identity encoder (reference matching, similarities), built from its name on first use."""
+        if isinstance(self._identity_encoder, str):
+            self._identity_encoder = build_face_models(None, None, self._identity_encoder, self.device)[2]
+        return self._identity_encoder
+
+    @identity_encoder.setter
+    def identity_encoder(self, value: Any) -> None:
+        self._identity_encoder = "dlib" if value is None else value
 
     @property
     def dtype(self) -> torch.dtype:
@@ -195,19 +132,24 @@ class HonestFacePipeline:
         if gen.has_lora and not gen.lora_merged:
             self.model.merge_lora()
 
-    def _encoder(self) -> Any:
-        if self.identity_encoder is None:
-            from honestface.face import build_identity_encoder
-
-            self.identity_encoder = build_identity_encoder("dlib")
-        return self.identity_encoder
+    def optimize(self, channels_last: bool = False, vae_slicing: bool = False, compile: bool = False
+                 ) -> HonestFacePipeline:
+        """Inference speed-ups, each off by default: channels-last weights (`enable_channels_last`), VAE slicing
+        (`enable_vae_slicing`), `torch.compile` of the UNet (the first call compiles). Returns the pipeline."""
+        if channels_last:
+            self.enable_channels_last()
+        if vae_slicing:
+            self.enable_vae_slicing()
+        if compile:
+            self.model.generator.unet = torch.compile(self.model.generator.unet)
+        return self
 
     # ------------------------------------------------------------------------------------------------ the call
     @torch.no_grad()
     def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int = 4,
                  color_fix: str | None = None, seed: int = 0, max_references: int = 4, min_face_size: int = 32,
                  ref_threshold: float | None = None, background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
-                 upscale: float = 1, references_aligned: bool = True, mask_kind: str = "ellipse"
+                 upscale: float = 1, references_aligned: bool | None = None, mask_kind: str = "ellipse"
                  ) -> RestorationOutput:
         """Restore `images` (a path, PIL, numpy (H, W, 3), tensor (3, H, W) / (B, 3, H, W) in [0, 1], or a list).
 
@@ -217,78 +159,38 @@ class HonestFacePipeline:
         color_fix: "wavelet" | "adain" | "none"; default "wavelet" in photo mode, "none" in aligned mode.
         ref_threshold: minimum identity cosine for a reference to be used; default per identity encoder
         (`REF_THRESHOLDS`: dlib's normalised 128-D embedding separates people only above ~0.93).
-        references_aligned: list references are aligned crops (True) or photos run through the detector (False).
+        references_aligned: list references are aligned crops (True) or photos run through the detector (False);
+        None: aligned crops when every one is square, else photos (the rule `scripts/infer.py` follows too).
         """
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
-        color_fix = color_fix or ("wavelet" if mode == "photo" else "none")
         if ref_threshold is None:
-            ref_threshold = REF_THRESHOLDS.get(getattr(self._encoder(), "name", ""), 0.5)
-        if color_fix not in COLOR_FIXES:
-            raise ValueError(f"unknown color_fix {color_fix!r}; allowed: {', '.join(COLOR_FIXES)}")
+            name = self._identity_encoder if isinstance(self._identity_encoder, str) else \
+                getattr(self._identity_encoder, "name", "")  # by name: the encoder is built only when references come
+            ref_threshold = REF_THRESHOLDS.get(name, 0.5)
         if batch_size < 1 or max_references < 1:
             raise ValueError(f"batch_size and max_references must be >= 1, got {batch_size}, {max_references}")
-        if mode == "aligned" and (upscale != 1 or background_upsampler is not None):
-            raise ValueError("upscale / background_upsampler apply to photo mode only")
-        if mode == "photo" and self.detector is None:
-            raise ValueError("photo mode needs a face detector (HonestFacePipeline(detector=...))")
-
-        # 1. prepare inputs: float32 (H, W, 3) in [0, 1] -> uint8, and one reference pool (or None) per input
-        inputs = [to_uint8(load_rgb(x)) for x in _flatten_inputs(images)]
-        if not inputs:
-            raise ValueError("no input images given")
-        pools = self._pools(references, len(inputs), references_aligned)
-
-        # 2. find and align faces (aligned mode: each input is one face)
-        jobs = self._aligned_jobs(inputs) if mode == "aligned" else self._photo_jobs(inputs, min_face_size)
-
-        # 3. choose references per face (identity match against its pool) -> FaceInfo.references / blind
-        for job in jobs:
-            if job.info.restored:
-                self._choose_references(job, pools[job.image], max_references, ref_threshold)
-
-        # 4. LQ -> VAE latent + VRE/IDE tokens -> one UNet step -> decode, in batches; colour fix per crop
-        todo = [j for j in jobs if j.info.restored]
-        for start in range(0, len(todo), batch_size):
-            self._restore_batch(todo[start:start + batch_size], max_references, seed, color_fix)
-
-        # 5. post-process: aligned -> back to the input size; photo -> paste into the (upscaled) photo
-        out_images, masks = [], []
-        for i, img in enumerate(inputs):
-            mine = [j for j in jobs if j.image == i]
-            if mode == "aligned":
-                out_images.append(_resize(mine[0].restored, *img.shape[:2]))
-                masks.append(None)
-            else:
-                pasted, mask = self._paste(img, [j for j in mine if j.info.restored], upscale, background_upsampler,
-                                           mask_kind)
-                out_images.append(pasted)
-                masks.append(mask)
-        if mode == "aligned":
-            for job, out in zip(jobs, out_images):
-                job.restored = out
-
-        # 6. identity similarities of output and input faces to their references
-        for job in jobs:
-            if job.chosen:
-                self._similarities(job)
-        faces = [[j.info for j in jobs if j.image == i] for i in range(len(inputs))]
-        return RestorationOutput(images=out_images, faces=faces, masks=masks)
+        options = {"references": references, "references_aligned": references_aligned, "k": max_references,
+                   "threshold": ref_threshold}
+        # the shared steps (FaceRestorationPipeline._run): 1. inputs and reference pools, 2. faces, 3. references
+        # per face, 4. VAE latent + VRE/IDE tokens -> one UNet step -> decode, 5. paste back, 6. similarities
+        return self._run(images, mode, batch_size, color_fix, seed, min_face_size, upscale, background_upsampler,
+                         mask_kind, options)
 
     # ------------------------------------------------------------------------------------------------ steps
-    def _pools(self, references: Any, n: int, aligned: bool) -> list[ReferencePool | None]:
+    def _input_pools(self, n: int, options: dict[str, Any]) -> list[ReferencePool | None]:
         """references (see __call__) -> one pool or None per input; identical lists share one pool."""
+        references, aligned = options["references"], options["references_aligned"]
         if references is None:
             return [None] * n
         if isinstance(references, ReferencePool):
             return [references] * n
-        detector = None if aligned else self.detector
-        if not aligned and detector is None:
-            raise ValueError("references_aligned=False needs a face detector to align the reference photos")
+
+        def detector() -> Any:  # built only when a reference photo needs aligning
+            return self.detector
+
         items = list(references) if isinstance(references, (list, tuple)) else [references]
         per_input = bool(items) and all(x is None or isinstance(x, (list, tuple, ReferencePool)) for x in items)
         if not per_input:
-            return [ReferencePool(items, self._encoder(), detector)] * n
+            return [ReferencePool(items, self.identity_encoder, detector, aligned=aligned)] * n
         if len(items) != n:
             raise ValueError(f"references: {len(items)} per-input entries for {n} input image(s)")
         built: dict[int, ReferencePool | None] = {}
@@ -296,28 +198,11 @@ class HonestFacePipeline:
             if id(x) not in built:
                 blind = x is None or (not isinstance(x, ReferencePool) and len(x) == 0)
                 built[id(x)] = None if blind else x if isinstance(x, ReferencePool) else \
-                    ReferencePool(list(x), self._encoder(), detector)
+                    ReferencePool(list(x), self.identity_encoder, detector, aligned=aligned)
         return [built[id(x)] for x in items]
 
-    def _aligned_jobs(self, inputs: list[np.ndarray]) -> list[_Job]:
-        return [_Job(image=i, lq=img, info=FaceInfo(box=None, score=None, restored=True, reason=None))
-                for i, img in enumerate(inputs)]
-
-    def _photo_jobs(self, inputs: list[np.ndarray], min_face_size: int) -> list[_Job]:
-        from honestface.face import extract_faces
-
-        jobs = []
-        for i, img in enumerate(inputs):
-            for face in extract_faces(img, self.detector, self.landmarker, size=self.resolution, template="ffhq"):
-                det = face.detection
-                side = float(min(det.box[2] - det.box[0], det.box[3] - det.box[1]))
-                small = side < min_face_size
-                info = FaceInfo(box=[float(v) for v in det.box], score=float(det.score), restored=not small,
-                                reason=f"too small: {side:.0f} px < min_face_size {min_face_size}" if small else None)
-                jobs.append(_Job(image=i, lq=face.crop, info=info, photo=img, detection=det, matrix=face.matrix))
-        return jobs
-
-    def _choose_references(self, job: _Job, pool: ReferencePool | None, k: int, threshold: float) -> None:
+    def _choose_references(self, job: _Job, pool: ReferencePool | None, options: dict[str, Any]) -> None:
+        k, threshold = options["k"], options["threshold"]
         if pool is None:
             return
         if not self.model.use_ide:
@@ -347,22 +232,9 @@ class HonestFacePipeline:
             self._ref_cache.popitem(last=False)
         return feats
 
-    def _face_tensor(self, face: np.ndarray) -> torch.Tensor:
-        """(h, w, 3) uint8 face -> (3, R, R) float32 in [-1, 1] by the pipeline's resize (the model's native one)."""
-        return face_tensor(face, self.resolution, self.resize)
-
-    def _restore_batch(self, jobs: list[_Job], k_max: int, seed: int, color_fix: str) -> None:
-        lq = torch.stack([self._face_tensor(j.lq) for j in jobs])  # (B, 3, R, R) float32 in [-1, 1]
-        lq01 = (lq + 1) / 2
-        x_hat = self._predict(lq.to(self.device, self.dtype), jobs, k_max, seed)  # (B, 3, R, R) in [-1, 1]
-        out = (x_hat.float().clamp(-1, 1) + 1) / 2
-        out = apply_color_fix(color_fix, out, lq01.to(out.device)).clamp(0, 1)  # (B, 3, R, R) in [0, 1]
-        out_np = out.permute(0, 2, 3, 1).cpu().numpy()  # (B, R, R, 3)
-        for job, o in zip(jobs, out_np):
-            job.restored = _resize(to_uint8(o), *job.lq.shape[:2])  # photo mode: the crop is R already
-
-    def _predict(self, lq: torch.Tensor, jobs: list[_Job], k_max: int, seed: int) -> torch.Tensor:
+    def _predict(self, lq: torch.Tensor, jobs: list[_Job], seed: int, options: dict[str, Any]) -> torch.Tensor:
         """The model call: lq (B, 3, R, R) in [-1, 1] on the model's device/dtype -> (B, 3, R, R) in [-1, 1]."""
+        k_max = options["k"]
         kwargs: dict[str, Any] = {}
         if any(j.chosen for j in jobs):
             feats = [self._reference_features(j) if j.chosen else None for j in jobs]
@@ -383,33 +255,10 @@ class HonestFacePipeline:
         generators = [torch.Generator().manual_seed(int(seed)) for _ in jobs]  # one per face: batch-independent
         return self.model(lq, generator=generators, **kwargs).x_hat  # (B, 3, R, R) in [-1, 1]
 
-    def _paste(self, photo: np.ndarray, jobs: list[_Job], upscale: float,
-               upsampler: Callable[[np.ndarray], np.ndarray] | None, mask_kind: str) -> tuple[np.ndarray, np.ndarray]:
-        from honestface.face import paste_back
-
-        h, w = photo.shape[:2]
-        if upsampler is not None:
-            base = to_uint8(load_rgb(upsampler(photo)))
-        elif upscale != 1:
-            if upscale <= 0:
-                raise ValueError(f"upscale must be > 0, got {upscale}")
-            base = cv2.resize(photo, (round(w * upscale), round(h * upscale)), interpolation=cv2.INTER_CUBIC)
-        else:
-            base = photo
-        sx, sy = base.shape[1] / w, base.shape[0] / h
-        if not jobs:
-            return base.copy(), np.zeros(base.shape[:2], np.float32)
-        mats = []
-        for j in jobs:  # crop <- photo <- upscaled photo: photo x = (X + 0.5) / s - 0.5 (pixel centres)
-            m = j.matrix.astype(np.float64).copy()
-            m[:, 2] += m[:, 0] * (0.5 / sx - 0.5) + m[:, 1] * (0.5 / sy - 0.5)
-            m[:, 0] /= sx
-            m[:, 1] /= sy
-            mats.append(m)
-        return paste_back(base, [j.restored for j in jobs], np.stack(mats), mask_kind=mask_kind, template="ffhq",
-                          return_mask=True)
-
-    def _similarities(self, job: _Job) -> None:
+    def _face_done(self, job: _Job) -> None:
+        """Identity similarities of the output and input faces to the chosen references."""
+        if not job.chosen:
+            return
         refs = job.pool.embeddings[job.chosen]  # (k, dim)
         for attr, face in (("output_ref_similarity", job.restored), ("input_ref_similarity", job.lq)):
             reuse = face is job.lq and job.lq_embedding is not None

@@ -3,8 +3,9 @@
 Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv
 2412.21042): style encoder -> code diffuser (visual style prompt w0) -> StyleGAN2 feature bank -> restoration
 network, see `honestface.models.vspbfr.vspbfr`. The user API is `HonestFacePipeline`'s (same `from_pretrained`,
-`__call__`, `RestorationOutput` / `FaceInfo`), and so is everything around the model call (input forms, face
-detection and FFHQ alignment, colour fix, paste-back with a soft mask, upscaling): this class only swaps the model.
+`__call__`, `RestorationOutput` / `FaceInfo`), and everything around the model call (input forms, face detection
+and FFHQ alignment, colour fix, paste-back with a soft mask, upscaling) is the shared `FaceRestorationPipeline`:
+this class adds only the model call.
 
 Our choices:
 - VSPBFR is blind: `references` are accepted so both pipelines are interchangeable, ignored with a one-time
@@ -21,37 +22,38 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-from honestface.pipelines.honestface_pipeline import (
-    DTYPES,
-    HonestFacePipeline,
-    RestorationOutput,
-    _Job,
-    build_face_models,
-)
+from honestface.pipelines.base import FaceRestorationPipeline, RestorationOutput, _Job, build_face_models
 
 __all__ = ["VSPBFRPipeline"]
 
 _IGNORED = "VSPBFR is blind: the references were ignored"
 
 
-class VSPBFRPipeline(HonestFacePipeline):
-    """Restoration with a VSPBFR model (`__call__`, see `HonestFacePipeline.__call__`). Build with
+class VSPBFRPipeline(FaceRestorationPipeline):
+    """Restoration with a VSPBFR model (`__call__`, with `HonestFacePipeline.__call__`'s arguments). Build with
     `from_pretrained(model_dir)` or from parts: model (VSPBFR), detector / landmarker (photo mode), resolution
-    (must be the model's size when given), mixing (style-mixing probability of the random codes)."""
+    (must be the model's size when given), mixing (default style-mixing probability of the random codes).
+    `identity_encoder` and `cache_size` are accepted so code written for HonestFacePipeline runs unchanged."""
+
+    model_config_file = "vspbfr_config.json"  # = honestface.models.vspbfr.CONFIG_FILE (tested)
+    family_label = "VSPBFR"
+    uses_references = False
+    resolution_override = False
 
     def __init__(self, model: Any, detector: Any = None, landmarker: Any = None, identity_encoder: Any = None,
                  resolution: int | None = None, cache_size: int = 64, mixing: float = 0.5,
-                 resize: str | None = None) -> None:
+                 resize: str | None = None, detector_threshold: float = 0.9) -> None:
         if resolution is not None and int(resolution) != model.size:
             raise ValueError(f"VSPBFR works at its model size {model.size}; got resolution={resolution}")
         if not 0.0 <= mixing <= 1.0:
             raise ValueError(f"mixing must be a probability in [0, 1], got {mixing}")
-        super().__init__(model, detector, landmarker, identity_encoder, resolution=resolution, cache_size=cache_size,
-                         resize=resize)
+        super().__init__(model, detector, landmarker, resolution, resize, detector_threshold)
         self.mixing = float(mixing)
         self._warned = False
 
@@ -60,56 +62,51 @@ class VSPBFRPipeline(HonestFacePipeline):
                         identity: Any = None, *, landmarker: Any = None, device: Any = None,
                         dtype: torch.dtype | None = None, detector_threshold: float = 0.9,
                         **kw: Any) -> VSPBFRPipeline:
-        """Load a `VSPBFR.save_pretrained` folder (or the released model name "vspbfr") plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd", an
-        object, or None) and an optional landmarker. `weights` (registry name -> path, for the face models) and
-        `identity` are accepted for interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder."""
+        """Load a `VSPBFR.save_pretrained` folder (or the released model name "vspbfr") plus a face detector
+        ("mtcnn", "dlib", "retinaface", "scrfd", an object, or None; built when first used) and an optional
+        landmarker. `weights` (registry name -> path, for the face models) and `identity` are accepted for
+        interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder."""
         from honestface.models.vspbfr.vspbfr import VSPBFR
 
         model = VSPBFR.from_pretrained(model_dir, with_discriminator=False, dtype=dtype, weights=weights)
-        faces = build_face_models(detector, landmarker, identity, device, detector_threshold)
-        return cls(model, *faces, **kw).to(device, dtype)
+        landmarker = build_face_models(None, landmarker, None, device)[1]
+        return cls(model, detector, landmarker, detector_threshold=detector_threshold, **kw).to(device, dtype)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> VSPBFRPipeline:
-        """Move the model; dtype float32 / float16 / bfloat16."""
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {dtype}")
-        if device is not None or dtype is not None:
-            self.model.to(device=device, dtype=dtype)
+    def optimize(self, channels_last: bool = False, vae_slicing: bool = False, compile: bool = False
+                 ) -> VSPBFRPipeline:
+        """The same switches as `HonestFacePipeline.optimize`, for interchangeable code: VSPBFR keeps its weights'
+        layout (channels-last was not measured for its modulated convolutions), has no VAE to slice, and runs
+        eagerly (`compile` warns: its per-sample noise hooks do not compile). Returns the pipeline."""
+        if compile:
+            warnings.warn("compile is not supported for VSPBFR models (per-sample noise hooks); running eagerly",
+                          stacklevel=2)
         return self
 
-    def merge_lora(self) -> None:
-        """Nothing to merge: VSPBFR has no LoRA (kept so both pipelines are interchangeable)."""
-
     @torch.no_grad()
-    def __call__(self, images: Any, references: Any = None, *, mixing: float | None = None,
-                 **kwargs: Any) -> RestorationOutput:
+    def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int = 4,
+                 color_fix: str | None = None, seed: int = 0, min_face_size: int = 32,
+                 background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None, upscale: float = 1,
+                 mask_kind: str = "ellipse", mixing: float | None = None, max_references: int = 4,
+                 ref_threshold: float | None = None, references_aligned: bool | None = None) -> RestorationOutput:
         """Restore `images` like `HonestFacePipeline.__call__` (mode, batch_size, color_fix, seed, min_face_size,
         upscale, background_upsampler, mask_kind); `references`, max_references, ref_threshold and
-        references_aligned are ignored (VSPBFR is blind). mixing: style-mixing probability (default: the
-        pipeline's)."""
+        references_aligned are accepted and ignored (VSPBFR is blind). mixing: style-mixing probability (default:
+        the pipeline's)."""
         ignored = references is not None
         if ignored and not self._warned:
             warnings.warn(f"{_IGNORED} (pass references=None to silence this)", stacklevel=2)
             self._warned = True
         if mixing is not None and not 0.0 <= mixing <= 1.0:
             raise ValueError(f"mixing must be a probability in [0, 1], got {mixing}")
-        kwargs.pop("references_aligned", None)
-        kwargs["ref_threshold"] = 1.0  # no reference is ever matched; also keeps the identity encoder unbuilt
-        previous, self.mixing = self.mixing, self.mixing if mixing is None else float(mixing)
-        try:
-            out = super().__call__(images, None, **kwargs)
-        finally:
-            self.mixing = previous
+        options = {"mixing": self.mixing if mixing is None else float(mixing)}
+        out = self._run(images, mode, batch_size, color_fix, seed, min_face_size, upscale, background_upsampler,
+                        mask_kind, options)
         if ignored:
             for faces in out.faces:
                 for info in faces:
                     info.reason = info.reason or _IGNORED
         return out
 
-    def _predict(self, lq: torch.Tensor, jobs: list[_Job], k_max: int, seed: int) -> torch.Tensor:
+    def _predict(self, lq: torch.Tensor, jobs: list[_Job], seed: int, options: dict[str, Any]) -> torch.Tensor:
         generators = [torch.Generator().manual_seed(int(seed)) for _ in jobs]  # one per face: batch-independent
-        return self.model(lq, generator=generators, mixing=self.mixing).image  # (B, 3, R, R) in [-1, 1]
+        return self.model(lq, generator=generators, mixing=options["mixing"]).image  # (B, 3, R, R) in [-1, 1]

@@ -4,7 +4,7 @@ The `Trainer` (trainer.py) is generic: accelerate set-up, optimisers, the loop, 
 guards. A task plugs into it. Three tasks share it:
 
 - `honestface`: the HonestFace generator / latent-discriminator alternation (tasks/honestface.py);
-- `vae`: a small SD-style VAE trained on face crops, for the small-scale recipe (tasks/autoencoder.py);
+- `vae`: a small SD-style VAE trained on face crops, for the small-scale recipe (tasks/vae.py);
 - `vre`: the VRE's dual HQ/LQ VQ autoencoders with the association loss, exported as a frozen VRE (tasks/vre.py).
 
 Contract (the trainer calls, in this order):

@@ -330,7 +330,7 @@ class Trainer:
 
     def _load_trainable(self, models: list, input_dir: str) -> None:
         """accelerate hook: the counterpart of `_save_trainable` (strict on the trainable names)."""
-        from honestface.weights import check_state_dict, load_state_dict
+        from honestface.checkpoints import check_state_dict, load_state_dict
 
         if not models:  # FSDP / DeepSpeed load their own model states
             return

@@ -182,7 +182,7 @@ def load_official_code_diffuser(model: CodeDiffuser,
     "iter": ...}`; a bare state dict works too. Our parameter names are the official ones, so the only mapping is
     dropping a DistributedDataParallel `module.` prefix. Mismatches raise one ValueError line (not a dict: TypeError).
     """
-    from honestface.weights import check_state_dict, read_checkpoint
+    from honestface.checkpoints import check_state_dict, read_checkpoint
 
     checkpoint, source = read_checkpoint(checkpoint, "code diffuser checkpoint")
     state = checkpoint.get("att_mapper", checkpoint)

@@ -267,7 +267,7 @@ def load_official_restoration_state_dict(model: RestorationNetwork,
                                          key: str = "g_ema", strict: bool = True) -> RestorationNetwork:
     """Load the released `restoration_net.pt` (a dict with 'g', 'd', 'g_ema'), a path to it, or a bare state dict
     into `model` (weights-only loading). `key` picks the sub-dict ('g_ema' is the evaluation model)."""
-    from honestface.weights import read_checkpoint
+    from honestface.checkpoints import read_checkpoint
 
     checkpoint, _ = read_checkpoint(checkpoint, "restoration checkpoint")
     if key in checkpoint:

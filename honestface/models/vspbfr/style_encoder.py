@@ -239,7 +239,7 @@ def load_e4e_state_dict(model: StyleEncoder,
     files, is kept from the model); `decoder.*` (StyleGAN2) is ignored here. With start_from_latent_avg the
     top-level `latent_avg` is required. Any mismatch raises one ValueError line (not a dict: TypeError).
     """
-    from honestface.weights import check_state_dict, read_checkpoint
+    from honestface.checkpoints import check_state_dict, read_checkpoint
 
     checkpoint, source = read_checkpoint(checkpoint, "e4e checkpoint")
     weights = checkpoint.get("state_dict", checkpoint)

@@ -206,8 +206,8 @@ class StyleGAN2Generator(ModelMixin, ConfigMixin):
 def select_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
                       prefix: str = "") -> dict[str, torch.Tensor]:
     """The generator's tensors from a checkpoint path, a checkpoint dict (its `g_ema` entry) or a bare state dict,
-    restricted to the keys under `prefix` (stripped). Paths load weights-only (`honestface.weights.load_checkpoint`)."""
-    from honestface.weights import read_checkpoint
+    restricted to the keys under `prefix` (stripped). Paths load weights-only (`honestface.checkpoints.load_checkpoint`)."""
+    from honestface.checkpoints import read_checkpoint
 
     obj, _ = read_checkpoint(path_or_state_dict, "StyleGAN2 checkpoint")
     if "g_ema" in obj and isinstance(obj["g_ema"], Mapping):

@@ -34,7 +34,7 @@ Our choices:
   `code_diffuser.pt`, `restoration_net.pt`) through the per-part loaders; missing files raise the weights
   registry's one-line error (registry names vspbfr_style_encoder, vspbfr_code_diffuser, vspbfr_restoration). The
   files hold the training scripts' extras (an argparse Namespace `args`, optimiser states), which the weights-only
-  loader reads as plain data (`honestface.weights.load_checkpoint`); the discriminator `d` is in the released
+  loader reads as plain data (`honestface.checkpoints.load_checkpoint`); the discriminator `d` is in the released
   layout (`encoder_convs.*`), mapped by `convert_official_discriminator_state_dict`.
 """
 
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,13 +53,15 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from honestface.models.folder import read_folder_config, save_model_folder, state_to_save
 from honestface.models.native import NativeSettings
-from honestface.models.vspbfr.code_diffuser import CodeDiffuser, WPlusDiffusion, load_official_code_diffuser
-from honestface.models.vspbfr.discriminator import StyleGAN2Discriminator, convert_official_discriminator_state_dict
+from honestface.models.vspbfr.code_diffuser import CodeDiffuser, WPlusDiffusion
+from honestface.models.vspbfr.discriminator import StyleGAN2Discriminator
 from honestface.models.vspbfr.layers import NoiseInjection, sample_noise
-from honestface.models.vspbfr.restoration_net import RestorationNetwork, load_official_restoration_state_dict
-from honestface.models.vspbfr.style_encoder import StyleEncoder, load_e4e_state_dict
-from honestface.models.vspbfr.stylegan2 import StyleGAN2Generator, load_rosinality_state_dict, select_state_dict
+from honestface.models.vspbfr.official import load_official_weights
+from honestface.models.vspbfr.restoration_net import RestorationNetwork
+from honestface.models.vspbfr.style_encoder import StyleEncoder
+from honestface.models.vspbfr.stylegan2 import StyleGAN2Generator
 
 __all__ = ["CONFIG_FILE", "FROZEN_PARTS", "PARTS", "VSPBFR", "VSPBFR_PRESETS", "WEIGHTS_FILE", "VSPBFROutput",
            "build_vspbfr", "is_vspbfr_folder"]
@@ -324,23 +325,25 @@ class VSPBFR(nn.Module):
         return cls(diffusion=dict(config["diffusion"]), discriminator=parts.pop("discriminator", None),
                    native=config.get("native"), **parts)
 
+    @classmethod
+    def from_preset(cls, name: str, **kwargs: Any) -> VSPBFR:
+        """Build a named configuration ("full" | "tiny") with random weights; options: `build_vspbfr`."""
+        return build_vspbfr(name, **kwargs)
+
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write `vspbfr_config.json` and `vspbfr.safetensors` (every part; the discriminator when present)."""
+        """Write `vspbfr_config.json` and `vspbfr.safetensors` (every part; the discriminator when present),
+        atomically (`honestface.models.folder`); returns the folder."""
         from safetensors.torch import save_file
 
-        from honestface.io import atomic_write_text
+        def write_weights(tmp: Path) -> None:
+            save_file(state_to_save(self.state_dict()), str(tmp / WEIGHTS_FILE), metadata={"format": "vspbfr"})
 
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "vspbfr"})
-        atomic_write_text(out / CONFIG_FILE, json.dumps(self.config_dict(), indent=2, sort_keys=True) + "\n")
-        return out
+        return save_model_folder(folder, CONFIG_FILE, self.config_dict(), write_weights, (CONFIG_FILE, WEIGHTS_FILE))
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, with_discriminator: bool | None = None,
-                        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                        weights: Mapping[str, str | os.PathLike] | None = None) -> VSPBFR:
+    def from_pretrained(cls, folder: str | os.PathLike, weights: Mapping[str, str | os.PathLike] | None = None,
+                        with_discriminator: bool | None = None, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> VSPBFR:
         """Load a `save_pretrained` folder. with_discriminator: None loads it when saved, False skips it, True
         requires it. The model is built on the meta device and takes the loaded tensors (no random init).
         `folder` may also be the released model name "vspbfr": its three checkpoints are found through the weights
@@ -351,16 +354,9 @@ class VSPBFR(nn.Module):
         from honestface.models.released import resolve_pretrained
 
         folder = resolve_pretrained(folder, "vspbfr", weights, dtype)
-        if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"not a VSPBFR model folder (no {CONFIG_FILE}): {folder}")
+        config = read_folder_config(folder, CONFIG_FILE, "vspbfr", "VSPBFR model")
         if not (folder / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"VSPBFR model folder {folder} lacks {WEIGHTS_FILE}")
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{folder / CONFIG_FILE}: not valid JSON ({e})") from None
-        if not isinstance(config, dict) or config.get("format") != "vspbfr":
-            raise ValueError(f"{folder / CONFIG_FILE}: not a VSPBFR config (format {config.get('format')!r})")
         if with_discriminator and config.get("discriminator") is None:
             raise ValueError(f"{folder} holds no discriminator (saved without one)")
         if with_discriminator is False:
@@ -369,7 +365,7 @@ class VSPBFR(nn.Module):
         if config.get("discriminator") is None:
             state = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
         model = cls.from_config(config, device="meta")
-        from honestface.weights import check_state_dict
+        from honestface.checkpoints import check_state_dict
 
         check_state_dict(model, state, str(folder / WEIGHTS_FILE), "the VSPBFR model of its config")
         model.load_state_dict(state, strict=True, assign=True)
@@ -393,7 +389,7 @@ class VSPBFR(nn.Module):
         and, with_discriminator, 'd' (released `encoder_convs.*` keys or ours). To continue training from the
         released files, save the result (`save_pretrained`) and give that folder as `model.pretrained`.
         """
-        from honestface.weights import check_state_dict, load_checkpoint, resolve_weight
+        from honestface.weights import resolve_weight
 
         paths = {"vspbfr_style_encoder": style_encoder_decoder, "vspbfr_code_diffuser": code_diffuser,
                  "vspbfr_restoration": restoration}
@@ -401,24 +397,7 @@ class VSPBFR(nn.Module):
         config = _merge(_preset(preset), overrides or {})
         if not with_discriminator:
             config["discriminator"] = None
-        model = cls.from_config(config)
-        enc = load_checkpoint(files["vspbfr_style_encoder"])
-        if not isinstance(enc, Mapping) or not isinstance(enc.get("state_dict"), Mapping):
-            raise TypeError(f"{files['vspbfr_style_encoder']}: expected a dict with 'state_dict' (e4e layout)")
-        load_e4e_state_dict(model.style_encoder, enc)
-        weights = {k.removeprefix("module."): v for k, v in enc["state_dict"].items()}
-        load_rosinality_state_dict(model.stylegan, select_state_dict(weights, prefix="decoder."))
-        load_official_code_diffuser(model.code_diffuser, files["vspbfr_code_diffuser"])
-        rest = load_checkpoint(files["vspbfr_restoration"])
-        load_official_restoration_state_dict(model.restoration, rest, key=key)
-        if with_discriminator:
-            if not isinstance(rest, Mapping) or not isinstance(rest.get("d"), Mapping):
-                raise ValueError(f"{files['vspbfr_restoration']}: no 'd' (discriminator) entry")
-            d_state = convert_official_discriminator_state_dict(rest["d"])  # released or our key layout
-            check_state_dict(model.discriminator, d_state, str(files["vspbfr_restoration"]) + " ['d']",
-                             "the discriminator")
-            model.discriminator.load_state_dict(d_state, strict=True)
-        return model.train(False)
+        return load_official_weights(cls.from_config(config), files, key, with_discriminator).train(False)
 
 
 def build_vspbfr(preset: str = "tiny", *, with_discriminator: bool = False, seed: int | None = 0,

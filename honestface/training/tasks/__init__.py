@@ -1,17 +1,20 @@
-"""Training tasks by `train.stage` name (an explicit table, not discovered from file names)."""
+"""Training tasks by `train.stage` name (an explicit table, not discovered from file names): the table
+`honestface.config` validates `train.stage` against, so a new stage is its file plus one entry here."""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from honestface.training.task import TrainingTask
+if TYPE_CHECKING:  # the table stays light to import: honestface.config validates train.stage against it
+    from honestface.training.task import TrainingTask
 
 TASKS: dict[str, str] = {
     "honestface": "honestface.training.tasks.honestface:HonestFaceTask",
-    "vae": "honestface.training.tasks.autoencoder:AutoencoderTask",
+    "vae": "honestface.training.tasks.vae:AutoencoderTask",
     "vre": "honestface.training.tasks.vre:VRETask",
     "vspbfr_encoder": "honestface.training.tasks.vspbfr_encoder:VSPBFREncoderTask",
-    "vspbfr_diffuser": "honestface.training.tasks.vspbfr:VSPBFRDiffuserTask",
+    "vspbfr_diffuser": "honestface.training.tasks.vspbfr_diffuser:VSPBFRDiffuserTask",
     "vspbfr_restoration": "honestface.training.tasks.vspbfr_restoration:VSPBFRRestorationTask",
 }
 

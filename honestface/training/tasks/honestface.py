@@ -21,16 +21,7 @@ from torch import nn
 
 from honestface.config import config_to_dict
 from honestface.training.task import TrainingTask
-from honestface.training.tasks.autoencoder import build_identity
-
-
-def step_seed(seed: int, step: int, salt: int) -> int:
-    """A 63-bit seed for the draws of one step (salt separates independent streams)."""
-    from accelerate import PartialState
-
-    from honestface.data.degradation import sample_seed
-
-    return sample_seed(seed * 1009 + salt, PartialState().process_index, step)
+from honestface.training.tasks.common import build_identity, build_perceptual, step_seed
 
 
 class HonestFaceTrainingModule(nn.Module):
@@ -41,7 +32,6 @@ class HonestFaceTrainingModule(nn.Module):
         from honestface.losses import (
             AdversarialLoss,
             MaskedFaceAlignmentLoss,
-            PerceptualLoss,
             ReconstructionLoss,
         )
 
@@ -49,11 +39,7 @@ class HonestFaceTrainingModule(nn.Module):
         self.model = model
         self.lw = {k: float(lw[k]) for k in ("mse", "perceptual", "identity", "mfa", "adversarial")}
         self.reconstruction = ReconstructionLoss(space=lw.mse_space)
-        self.perceptual = None
-        if self.lw["perceptual"] > 0:
-            backbone = "alexnet_imagenet" if lw.perceptual_type.endswith("alex") else "vgg16_imagenet"
-            self.perceptual = PerceptualLoss(kind=lw.perceptual_type, weights=weights.get(backbone),
-                                             dists_weights=weights.get("dists_pyiqa"), random_init=random)
+        self.perceptual = build_perceptual(cfg, self.lw["perceptual"])
         self.identity = build_identity(cfg, self.lw["identity"], getattr(model, "identity_backbone", None))
         self.mfa = None
         if self.lw["mfa"] > 0:

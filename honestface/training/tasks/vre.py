@@ -51,14 +51,13 @@ from honestface.config import config_to_dict
 from honestface.models.vq_association import ARCH_KEYS, DualVQAutoencoder, association_loss
 from honestface.models.vre import VRE_PRESETS
 from honestface.training.task import TrainingTask
-from honestface.training.tasks.autoencoder import (
+from honestface.training.tasks.common import (
     FaceFolderData,
     build_perceptual,
     check_weights,
     face_dataset,
     stage_params,
     to_model_range,
-    unwrap,
 )
 
 PHASES = ("hq", "lq")
@@ -198,7 +197,7 @@ class VRETask(FaceFolderData, TrainingTask):
 
     @torch.no_grad()
     def images(self, module: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        dual = unwrap(module).dual
+        dual = module.dual
         out: dict[str, torch.Tensor] = {}
         for side in PHASES:
             if f"{side}_in" in batch:
@@ -210,6 +209,6 @@ class VRETask(FaceFolderData, TrainingTask):
     def export(self, module: nn.Module, directory: Path) -> None:
         """Write `<directory>/vre` (frozen VRE from the LQ side) and `<directory>/vq_association`."""
         directory = Path(directory)
-        dual = unwrap(module).dual
+        dual = module.dual
         dual.save_pretrained(directory / "vq_association", safe_serialization=True)
         dual.to_vre(**self.head).save_pretrained(directory / "vre", safe_serialization=True)

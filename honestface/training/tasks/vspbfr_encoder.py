@@ -4,7 +4,7 @@ Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind
 2412.21042); the stage is the released encoder trainer LonglongaaaGo/e4e_trainer (facts read from its
 sources; docs/architecture.md#vspbfr), i.e. e4e (Tov et al., "Designing an Encoder for StyleGAN Image Manipulation", SIGGRAPH 2021;
 facts from github.com/omertov/encoder4editing `training/coach.py` and `models/discriminator.py`) with (LQ, HQ) pairs.
-The code is our own; what the stages share (model, freezing, data, seeding, export) is in `vspbfr.py`.
+The code is our own; what the stages share (model, freezing, data, seeding, export) is in `common.py`.
 
 Stage 0, `vspbfr_encoder` (e4e fine-tuning on (LQ, HQ) pairs; StyleGAN2 frozen), phases "latent_discriminator"
 then "style_encoder" (e4e's order):
@@ -38,10 +38,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from honestface.training.tasks.autoencoder import build_perceptual, unwrap
-from honestface.training.tasks.vspbfr import (
+from honestface.models.vspbfr.latent_discriminator import LatentCodeDiscriminator
+from honestface.training.tasks.common import (
     VSPBFRStageTask,
     build_identity,
+    build_perceptual,
     check_int,
     frozen_call,
     generator_for,
@@ -54,20 +55,6 @@ ENCODER_DEFAULTS: dict[str, Any] = {
     "w_disc_layers": 4, "r1": 10.0, "r1_every": 16, "progressive_start": None, "progressive_every": 2000,
     "e4e_checkpoint": None, "hflip": 0.5,
 }
-
-
-class LatentCodeDiscriminator(nn.Module):
-    """e4e's W-space discriminator: (n_layers - 1) x (Linear(D, D), LeakyReLU(0.2)), Linear(D, 1); (N, D) -> (N, 1)."""
-
-    def __init__(self, style_dim: int = 512, n_layers: int = 4) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for _ in range(n_layers - 1):
-            layers += [nn.Linear(style_dim, style_dim), nn.LeakyReLU(0.2)]
-        self.mlp = nn.Sequential(*layers, nn.Linear(style_dim, 1))
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return self.mlp(w)
 
 
 class EncoderStageModule(nn.Module):
@@ -164,9 +151,9 @@ class VSPBFREncoderTask(VSPBFRStageTask):
 
     def load_e4e(self, path: str) -> None:
         """Encoder, latent_avg and StyleGAN2 from an e4e checkpoint (e4e_ffhq_encode.pt / style_encoder_decoder.pt)."""
+        from honestface.checkpoints import load_checkpoint
         from honestface.models.vspbfr.style_encoder import load_e4e_state_dict
         from honestface.models.vspbfr.stylegan2 import load_rosinality_state_dict, select_state_dict
-        from honestface.weights import load_checkpoint
 
         ckpt = load_checkpoint(path)
         load_e4e_state_dict(self.model.style_encoder, ckpt)
@@ -205,7 +192,7 @@ class VSPBFREncoderTask(VSPBFRStageTask):
 
     @torch.no_grad()
     def images(self, module: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        model, lq = unwrap(module).model, batch["lq_in"]
+        model, lq = module.model, batch["lq_in"]
         w = model.style_encoder(lq)  # all deltas, as at inference
         image = model.stylegan(w, generator=torch.Generator(lq.device).manual_seed(0)).image
         return {"lq": lq, "inverted": pool_to(image, lq.shape[-1]), "gt": batch["hq_in"]}

@@ -3,7 +3,7 @@
 Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv 2412.21042,
 Fig. 1 (c), (d)). The recipe follows the released `restoration_train.py` (LonglongaaaGo/VSPBFR; summary in
 docs/architecture.md#vspbfr), which is the rosinality StyleGAN2 training loop; the code is our own.
-Shared parts (model loading, freezing, data, seeding, export) are in `vspbfr.py`.
+Shared parts (model loading, freezing, data, seeding, export) are in `common.py`.
 
 Per step, with the style encoder, code diffuser and StyleGAN2 frozen (a `model.pretrained` folder of stage 1):
   prompt   w0 = diffusion chain on E(LQ), feature bank = StyleGAN2(w0) features: computed once, under no_grad, by
@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from honestface.training.tasks.autoencoder import build_perceptual, unwrap
-from honestface.training.tasks.vspbfr import (
+from honestface.training.tasks.common import (
     VSPBFRStageTask,
     build_identity,
+    build_perceptual,
     check_int,
     check_probability,
     frozen_call,
@@ -181,6 +181,6 @@ class VSPBFRRestorationTask(VSPBFRStageTask):
 
     @torch.no_grad()
     def images(self, module: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        model, lq = unwrap(module).model, batch["lq_in"]
+        model, lq = module.model, batch["lq_in"]
         out = model(lq, generator=torch.Generator(lq.device).manual_seed(0))  # no style mixing
         return {"lq": lq, "inverted": out.inverted, "restored": out.image, "gt": batch["hq_in"]}

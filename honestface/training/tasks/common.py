@@ -1,67 +1,143 @@
-"""VSPBFR training: what the three stages share, and stage 1 (`vspbfr_diffuser`, the code diffuser).
+"""What the training stages share: `train.stage_params` checks, loss builders, the face-folder data, seeding, and
+the VSPBFR stages' model / degradation / export (`VSPBFRStageTask`).
 
-Paper: Lu et al., "Visual Style Prompt Learning Using Diffusion Models for Blind Face Restoration" (arXiv 2412.21042).
-The paper's training details were not reachable; the recipe follows the released code (LonglongaaaGo/VSPBFR
-`code_diffuser_train.py`, `restoration_train.py`; summary in docs/architecture.md#vspbfr). The
-code is our own. Stage 0 (`vspbfr_encoder`) is in `vspbfr_encoder.py`, stage 2 (`vspbfr_restoration`) in
-`vspbfr_restoration.py`. Every stage trains one part of a `VSPBFR` (built from `model.preset` + `model.params`
-per-part overrides, or loaded from the `model.pretrained` folder of an earlier stage), freezes the others explicitly
-(requires_grad False, eval mode) and exports the whole model folder (`VSPBFR.save_pretrained`, loadable by
-`VSPBFR.from_pretrained`), so stage k + 1 sets `model.pretrained` to stage k's `<output_dir>/final`.
-
-Stage 1, `vspbfr_diffuser` (code diffuser; style encoder and StyleGAN2 frozen, gradients flow through G to the
-diffuser but G's parameters are not optimised), phase "code_diffuser":
-    w0 = WPlusDiffusion.train_chain(diffuser, x_start, cond = E(LQ))   (x_{T-1} = q_sample(x_start), full chain)
-    L = l1 * |w0 - E(HQ)| + lpips * LPIPS(G(w0), HQ) + id * ID(G(w0), HQ)
-  Official quirks: the 0.1 LPIPS / ID factors are hard-coded there (its weight flags only switch the terms on): here
-  they are the defaults of real weights; x_start is the LQ code (`x_start: lq_code`, default) or, as the paper's
-  Fig. 2 suggests, the HQ code (`hq_code`); the official KD term (KL of temperature-0.15 softmaxes of w0 and E(HQ)
-  over the *token* axis, batch mean) is computed but never added to the loss: we log it as `loss/kd` only.
-
-All stages: HQ faces of `data.train_dir` (any nesting) at `data.resolution`, flipped with probability `hflip`
-(official: 0.5), then degraded on the device by `degradation.preset` (the `vspbfr` preset; stages 0/1 officially use
-no haze / gray: the configs set both to 0), image i of step s seeded by sample_seed(train.seed, index_i, s); every
-other draw of a step (StyleGAN2 / restoration noise, diffusion start, z) is seeded by (train.seed, step). Images are
-in [-1, 1] for the models. Not supported (clear error): `train.gradient_checkpointing`. Note for resumes: the
-trainer checkpoints trainable parameters only, so the style encoder's BatchNorm running statistics (stage 0) restart
-from the initial ones (training batches use batch statistics, so the optimisation itself continues exactly).
-
-stage_params of `vspbfr_diffuser` (all optional; unknown keys and wrong types: one-line ValueError): l1_weight (1.0),
-lpips_weight (0.1), id_weight (0.1), x_start ("lq_code" | "hq_code"), kd_temperature (0.15), hflip (0.5).
+The stage files are named after their `train.stage` (`vae.py`, `vre.py`, `honestface.py`, `vspbfr_encoder.py`,
+`vspbfr_diffuser.py`, `vspbfr_restoration.py`); `TASKS` in `__init__.py` maps the names to the classes. Modules
+reach a task's methods (`images`, `export`) already unwrapped from DDP by the trainer (`Accelerator.unwrap_model`).
+VSPBFR facts (Lu et al., arXiv 2412.21042; the released LonglongaaaGo/VSPBFR trainers) are summarised in
+docs/architecture.md#vspbfr; the seeding rules are docs/architecture.md's ("Training").
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import Dataset
 
 from honestface.config import config_to_dict
 from honestface.training.task import TrainingTask
-from honestface.training.tasks.autoencoder import (
-    FaceFolderData,
-    build_identity,
-    build_perceptual,
-    check_weights,
-    face_dataset,
-    stage_params,
-    unwrap,
-)
-from honestface.training.tasks.honestface import step_seed
 
-DIFFUSER_DEFAULTS: dict[str, Any] = {"l1_weight": 1.0, "lpips_weight": 0.1, "id_weight": 0.1, "x_start": "lq_code",
-                                     "kd_temperature": 0.15, "hflip": 0.5}
-X_START = ("lq_code", "hq_code")
+# perceptual kind (without its "ea_" edge-aware prefix) -> (backbone weights, DISTS weights) in the weights registry
+_WEIGHT_NAMES = {"dists": ("vgg16_imagenet", "dists_pyiqa"), "lpips_vgg": ("vgg16_imagenet", None),
+                 "lpips_alex": ("alexnet_imagenet", None)}
 PART_NAMES = ("style_encoder", "stylegan", "code_diffuser", "restoration", "discriminator")
 
 
-# ------------------------------------------------------------------------------------------ shared helpers
+# ------------------------------------------------------------------------------------ configuration and losses
+def stage_params(cfg: DictConfig, stage: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """`train.stage_params` merged over `defaults`; an unknown key or a wrong type is a one-line ValueError."""
+    given = OmegaConf.to_container(cfg.train.stage_params, resolve=True) or {}
+    for key, value in given.items():
+        if key not in defaults:
+            raise ValueError(f"unknown train.stage_params key {key!r} for stage {stage!r}; allowed: "
+                             f"{', '.join(sorted(defaults))}")
+        want = defaults[key]
+        ok = (value is None or want is None or isinstance(value, type(want))
+              or (isinstance(want, float) and isinstance(value, int) and not isinstance(value, bool)))
+        if not ok or (isinstance(want, (int, float)) and isinstance(value, bool)):
+            kind = {int: "an int", float: "a number", dict: "a mapping", str: "a string"}.get(type(want), type(want))
+            raise ValueError(f"train.stage_params.{key} must be {kind}, got {value!r}")
+    return {**defaults, **given}
+
+
+def check_weights(params: dict[str, Any], names: list[str]) -> None:
+    for name in names:
+        if params[name] < 0:
+            raise ValueError(f"train.stage_params.{name} must be >= 0, got {params[name]}")
+
+
+def build_identity(cfg: DictConfig, weight: float, model_backbone: nn.Module | None = None) -> nn.Module | None:
+    """The identity loss of `loss.identity_network` (None when weight is 0): "auto" -> `model_backbone` when given,
+    else ArcFace (an untrained tiny iResNet with `loss.networks=random`); "arcface"; "dlib" (bundled, pretrained)."""
+    if weight == 0:
+        return None
+    from honestface.losses import IdentityLoss
+
+    network = cfg.loss.identity_network
+    if network == "auto":
+        network = "model" if model_backbone is not None else "arcface"
+    if network == "arcface" and cfg.loss.networks == "random":
+        network = "random"
+    path = cfg.weights.get("arcface_torch_r50") if network == "arcface" else None
+    return IdentityLoss.build(network, path, backbone=model_backbone)
+
+
+def build_perceptual(cfg: DictConfig, weight: float) -> nn.Module | None:
+    """L_Per of kind `loss.perceptual_type` (None when weight is 0); `loss.networks=random` -> untrained networks,
+    else the registry weights (paths from the `weights:` section win)."""
+    if weight == 0:
+        return None
+    from honestface.losses import PerceptualLoss
+
+    kind = str(cfg.loss.perceptual_type)
+    if cfg.loss.networks == "random":
+        return PerceptualLoss(kind=kind, random_init=True)
+    backbone, dists = _WEIGHT_NAMES[kind.removeprefix("ea_")]
+    return PerceptualLoss(kind=kind, weights=cfg.weights.get(backbone),
+                          dists_weights=cfg.weights.get(dists) if dists else None)
+
+
+def face_dataset(cfg: DictConfig, split: str) -> Dataset | None:
+    """HQ faces of `data.train_dir` / `data.val_dir` at `data.resolution` (no degradation: tasks degrade on the
+    device). The train folder is required; a missing val folder gives None."""
+    from honestface.data.datasets import PairedFaceDataset
+
+    root = cfg.data.train_dir if split == "train" else cfg.data.val_dir
+    if root is None:
+        if split == "train":
+            raise ValueError(f"data.train_dir is not set: the {cfg.train.stage!r} stage trains on a folder of faces")
+        return None
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"data.{split}_dir: no such folder: {root}")
+    return PairedFaceDataset(root=root, resolution=int(cfg.data.resolution), seed=int(cfg.train.seed))
+
+
+def to_model_range(batch: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A shallow copy of `batch` with `<key>_in` = batch[key] * 2 - 1 (dataset [0, 1] -> model [-1, 1])."""
+    out = dict(batch)
+    for key in keys:
+        out[f"{key}_in"] = batch[key] * 2 - 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class FaceFolderData:
+    """The data methods of a task trained on one folder of HQ faces (`self._train`, built with `face_dataset`):
+    shared by the VAE, VRE and VSPBFR stage tasks."""
+
+    cfg: DictConfig
+    _train: Dataset
+
+    def train_dataset(self) -> Dataset:
+        return self._train
+
+    def val_dataset(self) -> Dataset | None:
+        return face_dataset(self.cfg, "val")
+
+    def collate(self) -> Callable[[list[dict]], dict]:
+        from honestface.data.datasets import collate_faces
+
+        return collate_faces
+
+
+# ------------------------------------------------------------------------------------------------- seeding
+def step_seed(seed: int, step: int, salt: int) -> int:
+    """A 63-bit seed for the draws of one step (salt separates independent streams)."""
+    from accelerate import PartialState
+
+    from honestface.data.degradation import sample_seed
+
+    return sample_seed(seed * 1009 + salt, PartialState().process_index, step)
+
+
+# ------------------------------------------------------------------------------------------ VSPBFR stages
 def r1_due(step: int, every: int) -> bool:
     """Lazy R1 schedule (StyleGAN2 / rosinality): regularise on steps 0, every, 2 * every, ... (every <= 0: never)."""
     return every > 0 and step % every == 0
@@ -195,75 +271,4 @@ class VSPBFRStageTask(FaceFolderData, TrainingTask):
 
     def export(self, module: nn.Module, directory: Path) -> None:
         """The whole VSPBFR folder (`VSPBFR.save_pretrained`) with this stage's trained part."""
-        unwrap(module).model.save_pretrained(directory)
-
-
-# -------------------------------------------------------------------------------------------------- stage 1
-class DiffuserStageModule(nn.Module):
-    """Stage 1: forward(batch, phase="code_diffuser") -> (loss, logs, carry), carry always empty."""
-
-    def __init__(self, model: nn.Module, perceptual: nn.Module | None, identity: nn.Module | None,
-                 params: dict[str, Any]) -> None:
-        super().__init__()
-        self.model, self.perceptual, self.identity, self.p = model, perceptual, identity, params
-        self.train()
-
-    def forward(self, batch: dict[str, Any], phase: str) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any]]:
-        if phase != "code_diffuser":
-            raise ValueError(f"unknown phase {phase!r} for the vspbfr_diffuser stage; allowed: code_diffuser")
-        lq, hq, m, p = batch["lq_in"], batch["hq_in"], self.model, self.p
-        with torch.no_grad():
-            w_lq, w_hq = m.encode_lq(lq), m.encode_lq(hq)  # (B, n, D): condition and target
-        x_start = w_lq if p["x_start"] == "lq_code" else w_hq
-        w0 = m.diffusion.train_chain(m.code_diffuser, x_start, w_lq, generator=generator_for(batch, 1, lq.device))
-        image = pool_to(m.stylegan(w0, generator=generator_for(batch, 2, lq.device)).image, hq.shape[-1])
-        terms = {"l1": (w0.float() - w_hq.float()).abs().mean()}
-        if self.perceptual is not None:
-            terms["lpips"], _ = self.perceptual(image, hq)
-        if self.identity is not None:
-            terms["id"], _ = self.identity(image, hq)
-        loss = sum(float(p[f"{k}_weight"]) * v for k, v in terms.items())
-        with torch.no_grad():  # the official KD term: logged, never optimised
-            t = float(p["kd_temperature"])
-            kd = F.kl_div(F.log_softmax(w0.float() / t, dim=1), F.softmax(w_hq.float() / t, dim=1),
-                          reduction="batchmean")
-        logs = {f"loss/{k}": v.detach() for k, v in terms.items()}
-        logs |= {"loss/kd": kd, "loss/code_diffuser": loss.detach()}
-        return loss, logs, {}
-
-
-class VSPBFRDiffuserTask(VSPBFRStageTask):
-    """Stage 1: the code diffuser on frozen style-encoder codes, supervised by E(HQ) and G(w0) vs HQ."""
-
-    name = "vspbfr_diffuser"
-    defaults = DIFFUSER_DEFAULTS
-    trained = ("code_diffuser",)
-
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        p = self.params
-        self._module = DiffuserStageModule(self.model, build_perceptual(cfg, p["lpips_weight"]),
-                                           build_identity(cfg, p["id_weight"]), p)
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        if params["x_start"] not in X_START:
-            raise ValueError(f"train.stage_params.x_start must be one of {', '.join(X_START)}, "
-                             f"got {params['x_start']!r}")
-        if params["kd_temperature"] <= 0:
-            raise ValueError(f"train.stage_params.kd_temperature must be > 0, got {params['kd_temperature']}")
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"code_diffuser": list(self.model.code_diffuser.parameters())}
-
-    def phases(self, step: int) -> list[str]:
-        return ["code_diffuser"]
-
-    @torch.no_grad()
-    def images(self, module: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        model, lq = unwrap(module).model, batch["lq_in"]
-        g = torch.Generator(lq.device).manual_seed(0)
-        w_hat = model.encode_lq(lq)
-        w0 = model.style_prompt(w_hat, generator=g)
-        size = lq.shape[-1]
-        return {"lq": lq, "inverted_lq": pool_to(model.stylegan(w_hat, generator=g).image, size),
-                "prompt": pool_to(model.stylegan(w0, generator=g).image, size), "gt": batch["hq_in"]}
+        module.model.save_pretrained(directory)

@@ -19,117 +19,34 @@ the rule SD used to get 0.18215 (latents of unit variance for the diffusion mode
 stage_params (all optional): `vae` (AutoencoderKL config overrides of `TINY_VAE_CONFIG`), `l1_weight` (1.0),
 `perceptual_weight` (0.1; kind `loss.perceptual_type`, untrained networks when `loss.networks=random`), `kl_weight`
 (1e-6), `scaling_batches` (4). Faces come from `data.train_dir` (any nesting; `data.dataset` is not consulted:
-this stage and `vre` read plain HQ faces). This module also holds the helpers the `vre` stage shares.
+this stage and `vre` read plain HQ faces). The helpers it shares with the other stages are in `common.py`.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from honestface.training.task import TrainingTask
+from honestface.training.tasks.common import (
+    FaceFolderData,
+    build_perceptual,
+    check_weights,
+    face_dataset,
+    stage_params,
+    to_model_range,
+)
 
 VAE_PHASE = "generator"
 VAE_DEFAULTS: dict[str, Any] = {"vae": {}, "l1_weight": 1.0, "perceptual_weight": 0.1, "kl_weight": 1e-6,
                                 "scaling_batches": 4}
-_WEIGHT_NAMES = {"dists": ("vgg16_imagenet", "dists_pyiqa"), "lpips_vgg": ("vgg16_imagenet", None),
-                 "lpips_alex": ("alexnet_imagenet", None)}
-
-
-# ------------------------------------------------------------------------------------------ shared by the stages
-def stage_params(cfg: DictConfig, stage: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """`train.stage_params` merged over `defaults`; an unknown key or a wrong type is a one-line ValueError."""
-    given = OmegaConf.to_container(cfg.train.stage_params, resolve=True) or {}
-    for key, value in given.items():
-        if key not in defaults:
-            raise ValueError(f"unknown train.stage_params key {key!r} for stage {stage!r}; allowed: "
-                             f"{', '.join(sorted(defaults))}")
-        want = defaults[key]
-        ok = (value is None or want is None or isinstance(value, type(want))
-              or (isinstance(want, float) and isinstance(value, int) and not isinstance(value, bool)))
-        if not ok or (isinstance(want, (int, float)) and isinstance(value, bool)):
-            kind = {int: "an int", float: "a number", dict: "a mapping", str: "a string"}.get(type(want), type(want))
-            raise ValueError(f"train.stage_params.{key} must be {kind}, got {value!r}")
-    return {**defaults, **given}
-
-
-def check_weights(params: dict[str, Any], names: list[str]) -> None:
-    for name in names:
-        if params[name] < 0:
-            raise ValueError(f"train.stage_params.{name} must be >= 0, got {params[name]}")
-
-
-def build_identity(cfg: DictConfig, weight: float, model_backbone: nn.Module | None = None) -> nn.Module | None:
-    """The identity loss of `loss.identity_network` (None when weight is 0): "auto" -> `model_backbone` when given,
-    else ArcFace (an untrained tiny iResNet with `loss.networks=random`); "arcface"; "dlib" (bundled, pretrained)."""
-    if weight == 0:
-        return None
-    from honestface.losses import IdentityLoss
-
-    network = cfg.loss.identity_network
-    if network == "auto":
-        network = "model" if model_backbone is not None else "arcface"
-    if network == "arcface" and cfg.loss.networks == "random":
-        network = "random"
-    path = cfg.weights.get("arcface_torch_r50") if network == "arcface" else None
-    return IdentityLoss.build(network, path, backbone=model_backbone)
-
-
-def build_perceptual(cfg: DictConfig, weight: float) -> nn.Module | None:
-    """L_Per of kind `loss.perceptual_type` (None when weight is 0); `loss.networks=random` -> untrained networks,
-    else the registry weights (paths from the `weights:` section win)."""
-    if weight == 0:
-        return None
-    from honestface.losses import PerceptualLoss
-
-    kind = str(cfg.loss.perceptual_type)
-    if cfg.loss.networks == "random":
-        return PerceptualLoss(kind=kind, random_init=True)
-    backbone, dists = _WEIGHT_NAMES[kind.removeprefix("ea_")]
-    return PerceptualLoss(kind=kind, weights=cfg.weights.get(backbone),
-                          dists_weights=cfg.weights.get(dists) if dists else None)
-
-
-def face_dataset(cfg: DictConfig, split: str) -> Dataset | None:
-    """HQ faces of `data.train_dir` / `data.val_dir` at `data.resolution` (no degradation: tasks degrade on the
-    device). The train folder is required; a missing val folder gives None."""
-    from honestface.data.datasets import PairedFaceDataset
-
-    root = cfg.data.train_dir if split == "train" else cfg.data.val_dir
-    if root is None:
-        if split == "train":
-            raise ValueError(f"data.train_dir is not set: the {cfg.train.stage!r} stage trains on a folder of faces")
-        return None
-    if not Path(root).is_dir():
-        raise FileNotFoundError(f"data.{split}_dir: no such folder: {root}")
-    return PairedFaceDataset(root=root, resolution=int(cfg.data.resolution), seed=int(cfg.train.seed))
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The task's own module inside DDP / torch.compile wrappers."""
-    while True:
-        if isinstance(module, nn.parallel.DistributedDataParallel):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
-
-
-def to_model_range(batch: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    """A shallow copy of `batch` with `<key>_in` = batch[key] * 2 - 1 (dataset [0, 1] -> model [-1, 1])."""
-    out = dict(batch)
-    for key in keys:
-        out[f"{key}_in"] = batch[key] * 2 - 1
-    return out
 
 
 # ------------------------------------------------------------------------------------------------- the VAE stage
@@ -181,25 +98,6 @@ class AutoencoderModule(nn.Module):
         return loss, logs, {}
 
 
-class FaceFolderData:
-    """The data methods of a task trained on one folder of HQ faces (`self._train`, built with `face_dataset`):
-    shared by the VAE, VRE and VSPBFR stage tasks."""
-
-    cfg: DictConfig
-    _train: Dataset
-
-    def train_dataset(self) -> Dataset:
-        return self._train
-
-    def val_dataset(self) -> Dataset | None:
-        return face_dataset(self.cfg, "val")
-
-    def collate(self) -> Callable[[list[dict]], dict]:
-        from honestface.data.datasets import collate_faces
-
-        return collate_faces
-
-
 class AutoencoderTask(FaceFolderData, TrainingTask):
     """Train a small AutoencoderKL on HQ faces; export a diffusers VAE folder with a measured scaling factor."""
 
@@ -233,7 +131,7 @@ class AutoencoderTask(FaceFolderData, TrainingTask):
 
     @torch.no_grad()
     def images(self, module: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        own = unwrap(module)
+        own = module
         x = batch["hq_in"] if "hq_in" in batch else batch["hq"] * 2 - 1
         rec, _ = own.reconstruct(x.to(own.vae.device, own.vae.dtype), sample=False)
         return {"hq": x, "reconstruction": rec.clamp(-1, 1)}
@@ -260,7 +158,7 @@ class AutoencoderTask(FaceFolderData, TrainingTask):
 
     def export(self, module: nn.Module, directory: Path) -> None:
         """Write `<directory>/vae` (diffusers AutoencoderKL folder) with scaling_factor = 1 / latent std."""
-        vae = unwrap(module).vae
+        vae = module.vae
         was_training = vae.training
         vae.eval()
         try:

@@ -64,7 +64,7 @@ def aggregate_seeds(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 def markdown_seeds_table(agg: dict[str, Any]) -> str:
     """The multi-seed table as Markdown (mean ± sd across seeds; per seed: gain [95% CI] and faces better)."""
-    from honestface.quickstart.report import LABELS, claims_sentence, format_gain, format_value
+    from honestface.apps.quickstart.report import LABELS, claims_sentence, format_gain, format_value
 
     lines = ["| metric (held-out faces) | LQ input | restored | gain [95% CI] per seed | better on per seed | verdict |",
              "|---|---|---|---|---|---|"]
@@ -86,8 +86,8 @@ def run_seeds(output: str | os.PathLike, seeds: Sequence[int], progress: Callabl
     """
     import time
 
+    from honestface.apps.quickstart.run import check_output_folder, run_quickstart
     from honestface.io import atomic_write_text
-    from honestface.quickstart.run import check_output_folder, run_quickstart
 
     if not seeds:
         raise ValueError("run_seeds needs at least one seed")

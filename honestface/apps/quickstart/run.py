@@ -128,13 +128,13 @@ def run_quickstart(output: str | os.PathLike = "outputs/quickstart", size: int =
 
     overrides: extra config items per recipe stage, e.g. {"honestface": ["train.ema_decay=0.99"]}; flip: mirrored
     training views (landmarks follow); test_identities / exclude_identities: another held-out split (the
-    validation runs of `honestface.quickstart.levers`; default: the quickstart's two test people)."""
+    validation runs of `honestface.apps.quickstart.levers`; default: the quickstart's two test people)."""
     import torch
 
+    from honestface.apps.quickstart.report import quickstart_summary, write_quickstart_report
     from honestface.data.sample_dataset import DEFAULT_TEST_IDENTITIES, build_sample_split
     from honestface.metrics.evaluate import evaluate_folders
     from honestface.pipelines import HonestFacePipeline
-    from honestface.quickstart.report import quickstart_summary, write_quickstart_report
     from honestface.training.recipe import run_small_scale_recipe
 
     say = progress or (lambda _: None)

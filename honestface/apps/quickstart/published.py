@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["README", "RESULTS", "compare_with_published", "publish", "readme_block", "readme_tables_agree"]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
 FILES = {"summary": "quickstart_summary.json", "seeds": "quickstart_seeds.json"}
@@ -27,8 +27,8 @@ BLOCK = re.compile(r"(<!-- quickstart:(summary|seeds) begin[^>]*-->\n)(.*?)(<!--
 
 
 def _table(kind: str, data: dict[str, Any]) -> str:
-    from honestface.quickstart.report import markdown_table
-    from honestface.quickstart.seeds import markdown_seeds_table
+    from honestface.apps.quickstart.report import markdown_table
+    from honestface.apps.quickstart.seeds import markdown_seeds_table
 
     return markdown_table(data) if kind == "summary" else markdown_seeds_table(data)
 

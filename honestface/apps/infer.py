@@ -45,115 +45,32 @@ pipeline itself is `honestface.pipelines.HonestFacePipeline`, or `VSPBFRPipeline
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
-from honestface.io import IMAGE_EXTENSIONS, atomic_write_text, list_images, read_image, write_image
+from honestface.apps.infer_plan import (
+    InferenceSetupError,
+    check_not_inputs,
+    check_output,
+    find_inputs,
+    find_references,
+    plan_outputs,
+    within,
+)
+from honestface.io import atomic_write_text, list_images, read_image, write_image
 
-__all__ = ["RESULTS_FILE", "VSPBFR_CONFIG_FILE", "InferenceSetupError", "find_inputs", "model_architecture",
+__all__ = ["RESULTS_FILE", "InferenceSetupError", "find_inputs", "model_architecture",
            "plan_outputs", "run_inference"]
 
 RESULTS_FILE = "results.json"
-VSPBFR_CONFIG_FILE = "vspbfr_config.json"  # = honestface.models.vspbfr.vspbfr.CONFIG_FILE (not imported: heavy)
-_GLOB_CHARS = "*?["
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-class InferenceSetupError(ValueError):
-    """The run cannot start (bad paths, existing outputs, output inside the input): one line, exit code 2."""
-
-
-# ---------------------------------------------------------------------------------------------------- planning
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def find_inputs(spec: str) -> tuple[Path, list[Path], Path]:
-    """`infer.input` -> (base folder of the relative paths, input files, protected folder).
-
-    The protected folder is what the output may not be or be inside: the folder given, the fixed prefix of a glob,
-    or (one file) the file's own folder (sub-folders of it are allowed then)."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path.parent, [path], path.parent
-    if path.is_dir():
-        files = list_images(path)
-        if not files:
-            raise InferenceSetupError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in input folder {path}")
-        return path, files, path
-    if any(c in spec for c in _GLOB_CHARS):
-        parts = Path(spec).expanduser().parts
-        fixed = next((i for i, p in enumerate(parts) if any(c in p for c in _GLOB_CHARS)), len(parts))
-        base = Path(*parts[:fixed]) if fixed else Path(".")
-        hits = sorted(Path(p) for p in glob.glob(str(Path(spec).expanduser()), recursive=True))
-        files = [p for p in hits if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                 and not any(part.startswith(".") for part in p.relative_to(base).parts)]
-        if not files:
-            raise InferenceSetupError(f"no image files match the input pattern {spec}")
-        return base, files, base
-    raise InferenceSetupError(f"input not found: {spec} (give a folder, an image file or a glob pattern)")
-
-
-def plan_outputs(files: list[Path], base: Path, output: Path, save_comparison: bool
-                 ) -> list[tuple[str, Path, Path | None]]:
-    """Per input: (relative path, output PNG, comparison PNG or None). Same-stem inputs keep their extension."""
-    stems: dict[str, int] = {}
-    rels = [f.relative_to(base).as_posix() for f in files]
-    for rel in rels:
-        key = str(Path(rel).with_suffix(""))
-        stems[key] = stems.get(key, 0) + 1
-    plan = []
-    for rel in rels:
-        stem = Path(rel).with_suffix("")
-        if stems[str(stem)] > 1:
-            stem = stem.with_name(f"{stem.name}_{Path(rel).suffix.lstrip('.').lower()}")
-        out = output / stem.with_suffix(".png")
-        comp = out.with_name(f"{out.stem}_comparison.png") if save_comparison else None
-        plan.append((rel, out, comp))
-    return plan
-
-
-def _find_references(icfg: DictConfig, spec: str, files: list[Path]) -> tuple[str, list[list[Path]]]:
-    """Auto mode: (how the references were found, reference files per input) via InferenceFolderDataset."""
-    if icfg.references is None or icfg.max_references == 0:
-        return "none", [[] for _ in files]
-    from honestface.data.references import InferenceFolderDataset
-
-    root = files[0] if Path(spec).is_file() else find_inputs(spec)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # inputs without references are reported per file below
-        ds = InferenceFolderDataset(root, icfg.references, resolution=None, max_references=icfg.max_references,
-                                    check_files=False)
-    by_path = {p.resolve(): refs for p, refs in zip(ds.paths, ds.ref_paths)}
-    return ds.reference_mode, [by_path.get(f.resolve(), []) for f in files]
-
-
-def _check_output(protected: Path, output: Path, allow_inside: bool, single_file: bool) -> None:
-    out = output.resolve()
-    if output.exists() and not output.is_dir():
-        raise InferenceSetupError(f"output {output} exists and is not a folder")
-    inside = out == protected.resolve() if single_file else _within(out, protected.resolve())
-    if inside and not allow_inside:
-        where = "the input folder" if out == protected.resolve() else "inside the input folder"
-        raise InferenceSetupError(f"refusing to write into the input folder: output {output} is {where} "
-                                  f"{protected} (pass --allow-output-in-input to permit it)")
-
-
-def _check_not_inputs(files: list[Path], plan: list) -> None:
-    inputs = {f.resolve() for f in files}
-    for _, o, c in plan:
-        for p in (o, c):
-            if p is not None and p.resolve() in inputs:
-                raise InferenceSetupError(f"refusing to overwrite the input file {p}")
 
 
 # ---------------------------------------------------------------------------------------------------- running
@@ -184,66 +101,44 @@ def model_architecture(cfg: DictConfig) -> str:
             raise InferenceSetupError(f"model.name={cfg.model.name}, but the released model "
                                       f"'{cfg.model.pretrained}' is a {family} model (--arch)")
         return family
+    from honestface.pipelines import family_of_folder, pipeline_class
+
     folder = Path(cfg.model.pretrained) if cfg.model.pretrained is not None else None
-    is_vspbfr = folder is not None and (folder / VSPBFR_CONFIG_FILE).is_file()
-    if cfg.model.name == "vspbfr":
-        if folder is not None and folder.is_dir() and not is_vspbfr:
-            raise InferenceSetupError(f"model.name=vspbfr, but {folder} is not a VSPBFR model folder (no "
-                                      f"{VSPBFR_CONFIG_FILE}; model.pretrained / --model)")
-        return "vspbfr"
-    return "vspbfr" if is_vspbfr else "honestface"
+    found = family_of_folder(folder)
+    if cfg.model.name != "honestface":  # asked for explicitly (the default family is the folder's own)
+        if folder is not None and folder.is_dir() and found != cfg.model.name:
+            config_file = pipeline_class(cfg.model.name).model_config_file
+            raise InferenceSetupError(f"model.name={cfg.model.name}, but {folder} is not a {cfg.model.name} model "
+                                      f"folder (no {config_file}; model.pretrained / --model)")
+        return cfg.model.name
+    return found or "honestface"
 
 
 def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
     import torch
 
-    from honestface.pipelines import HonestFacePipeline, VSPBFRPipeline
+    from honestface.pipelines import pipeline_class
 
-    weights = _weights(cfg)
-    detector = cfg.face.detector if cfg.infer.mode == "photo" else None  # aligned mode: built only if needed
-    vspbfr = model_architecture(cfg) == "vspbfr"
-    cls = VSPBFRPipeline if vspbfr else HonestFacePipeline
-    pipe = cls.from_pretrained(cfg.model.pretrained, weights=weights or None, detector=detector,
-                               identity=None if vspbfr else cfg.face.identity, device=device,
+    cls = pipeline_class(model_architecture(cfg))
+    # detector and identity encoder by name: each is built when first used (aligned faces need no detector)
+    pipe = cls.from_pretrained(cfg.model.pretrained, weights=_weights(cfg) or None, detector=cfg.face.detector,
+                               identity=cfg.face.identity, device=device,
                                dtype=getattr(torch, _DTYPES[cfg.infer.precision]), resolution=cfg.infer.resolution)
     pipe.merge_lora()
-    if not vspbfr:
-        if cfg.infer.channels_last:
-            pipe.enable_channels_last()
-        if cfg.infer.vae_slicing == "on" or (cfg.infer.vae_slicing == "auto" and pipe.device.type == "cpu"):
-            pipe.enable_vae_slicing()
-    if cfg.infer.compile and vspbfr:
-        warnings.warn("infer.compile is not supported for VSPBFR models (per-sample noise hooks); running eagerly",
-                      stacklevel=2)
-    elif cfg.infer.compile:
-        pipe.model.generator.unet = torch.compile(pipe.model.generator.unet)
-    return pipe
+    icfg = cfg.infer
+    slicing = icfg.vae_slicing == "on" or (icfg.vae_slicing == "auto" and pipe.device.type == "cpu")
+    return pipe.optimize(channels_last=icfg.channels_last, vae_slicing=slicing, compile=icfg.compile)
 
 
 def _reference_pool(pipe: Any, cfg: DictConfig, paths: list[str], cache: dict[Any, Any]) -> tuple[Any, list[str]]:
-    """A ReferencePool of the readable files among `paths` (None if none), cached per list -> (pool, used paths).
-
-    Square images are taken as aligned face crops; if any is not square, the face detector aligns them all."""
-    from honestface.face import build_detector
+    """`ReferencePool.from_paths` of `paths` (None if none is readable), cached per list -> (pool, used paths).
+    The detector is built only when a reference is not an aligned square crop."""
     from honestface.pipelines import ReferencePool
 
     key = tuple(paths)
-    if key in cache:
-        return cache[key]
-    images, used = [], []
-    for p in paths:
-        try:
-            images.append(read_image(p))
-            used.append(p)
-        except (OSError, ValueError) as e:
-            warnings.warn(f"skipping reference {p}: {e}", stacklevel=2)
-    detector = None
-    if any(im.shape[0] != im.shape[1] for im in images):
-        if pipe.detector is None:
-            pipe.detector = build_detector(cfg.face.detector, device=pipe.device)
-        detector = pipe.detector
-    pool = ReferencePool(images, pipe._encoder(), detector, ids=used) if images else None
-    cache[key] = (pool, used)
+    if key not in cache:
+        pool = ReferencePool.from_paths(paths, pipe.identity_encoder, lambda: pipe.use_detector(cfg.face.detector))
+        cache[key] = (pool, pool.ids if pool is not None else [])
     return cache[key]
 
 
@@ -413,10 +308,14 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
     if released is None and not Path(cfg.model.pretrained).is_dir():
         raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model; "
                                   f"or a released model name: {', '.join(RELEASED_MODELS)})")
-    if model_architecture(cfg) == "vspbfr" and icfg.references is not None:
+    from honestface.pipelines import pipeline_class
+
+    family = model_architecture(cfg)
+    pipeline = pipeline_class(family)
+    if not pipeline.uses_references and icfg.references is not None:
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"warning: VSPBFR is blind: ignoring the references {icfg.references} (infer.references)",
-                  file=sys.stderr)
+            print(f"warning: {pipeline.family_label} is blind: ignoring the references {icfg.references} "
+                  f"(infer.references)", file=sys.stderr)
         icfg.references, icfg.reference_mode = None, "auto"
     if icfg.references is not None and not Path(icfg.references).exists():
         raise InferenceSetupError(f"references not found: {icfg.references}")
@@ -426,13 +325,13 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         raise InferenceSetupError(f"no image files in the reference pool {icfg.references}")
     base, files, protected = find_inputs(icfg.input)
     output = Path(icfg.output).expanduser()
-    _check_output(protected, output, icfg.allow_output_in_input, Path(icfg.input).expanduser().is_file())
+    check_output(protected, output, icfg.allow_output_in_input, Path(icfg.input).expanduser().is_file())
     excluded = [output.resolve()] + ([Path(icfg.references).resolve()] if icfg.references else [])
-    files = [f for f in files if not any(_within(f.resolve(), x) for x in excluded)]
+    files = [f for f in files if not any(within(f.resolve(), x) for x in excluded)]
     if not files:
         raise InferenceSetupError(f"no input images left in {icfg.input} once the output / references are excluded")
     plan = plan_outputs(files, base, output, icfg.save_comparison)
-    _check_not_inputs(files, plan)
+    check_not_inputs(files, plan)
     existing = [p for _, o, c in plan for p in (o, c) if p is not None and p.exists()]
     if existing and not (icfg.skip_existing or icfg.overwrite):
         named = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
@@ -442,7 +341,7 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         how, refs = "pool", [[] for _ in files]
     else:
         try:
-            how, refs = _find_references(icfg, icfg.input, files)
+            how, refs = find_references(icfg, base, files)
         except (OSError, ValueError) as e:
             raise InferenceSetupError(str(e)) from None
     if released is not None:  # last: the one slow check (converting once) only for a command line that is right
@@ -457,13 +356,13 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         except (OSError, ValueError, TypeError) as e:  # MissingWeightError is an OSError
             raise InferenceSetupError(str(e)) from None
         cfg.model.pretrained = str(folder)
-    if model_architecture(cfg) == "vspbfr" and icfg.resolution is not None:
+    if not pipeline.resolution_override and icfg.resolution is not None:
         from honestface.models.native import read_native_settings
 
         size = read_native_settings(cfg.model.pretrained).resolution
         if int(icfg.resolution) != size:
-            raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a VSPBFR model runs at its restoration "
-                                      f"size {size} only (--resolution)")
+            raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a {pipeline.family_label} model runs at "
+                                      f"its restoration size {size} only (--resolution)")
     records = []
     for i, (f, (rel, out, comp), ref) in enumerate(zip(files, plan, refs)):
         done = icfg.skip_existing and out.exists() and (comp is None or comp.exists())

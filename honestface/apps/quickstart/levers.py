@@ -52,7 +52,7 @@ _REUSED = ("vae", "vre")  # stages every lever takes from the base run
 
 def _reuse_base_stages(base: Path, lever: Path) -> None:
     """Copy the base run's finished VAE and VRE exports into a lever's run folder (the recipe then skips them)."""
-    from honestface.quickstart.run import STAMP
+    from honestface.apps.quickstart.run import STAMP
 
     lever.mkdir(parents=True, exist_ok=True)
     if not (lever / STAMP).is_file():  # mark the folder as a quickstart's (run_quickstart rewrites the stamp)
@@ -72,7 +72,7 @@ def _generator_minutes(run: Path) -> float | None:
     lever resumed from an earlier invocation still reports what its training cost."""
     import statistics
 
-    from honestface.quickstart.report import read_scalars
+    from honestface.apps.quickstart.report import read_scalars
 
     stage = run / "runs" / "honestface"
     step_s = [v for _, v in read_scalars(stage).get("perf/step_s", [])]
@@ -93,8 +93,8 @@ def run_levers(output: str | os.PathLike, names: Sequence[str] = tuple(LEVERS), 
 
     settings: other `run_quickstart` keyword arguments (steps, device, ...), the same for every lever.
     """
+    from honestface.apps.quickstart.run import check_output_folder, run_quickstart
     from honestface.data.sample_dataset import DEFAULT_TEST_IDENTITIES
-    from honestface.quickstart.run import check_output_folder, run_quickstart
 
     unknown = [n for n in names if n not in LEVERS]
     if unknown:
@@ -126,8 +126,8 @@ def run_levers(output: str | os.PathLike, names: Sequence[str] = tuple(LEVERS), 
 
 def markdown_levers_table(table: dict[str, Any]) -> str:
     """levers.json -> a Markdown table: one row per lever, per metric the gain [95% interval] and faces better."""
+    from honestface.apps.quickstart.report import format_gain
     from honestface.metrics.uncertainty import BETTER, WORSE
-    from honestface.quickstart.report import format_gain
 
     levers = table["levers"]
     metrics = [m for m in LEVER_METRICS if all(m in r["metrics"] for r in levers.values())]
