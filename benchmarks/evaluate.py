@@ -18,6 +18,13 @@ LPIPS v0.1 heads are the lpips wheel's, byte-identical to pyiqa's files). Same c
 meaningless values. Each timing runs a warm-up, then the median of `iterations` runs counts (ours and pyiqa's
 runs interleaved). `threads` sets
 torch's intra-op threads (default: torch's choice).
+
+`roofline` says how far any implementation of the same arithmetic could go on this machine: the suite's FLOPs per
+image (torch's `FlopCounterMode` on one image through each side), the machine's fp32 3x3-convolution throughput
+measured in the same run (`benchmarks/roofline.py`), the fraction of it each side reaches, and `speedup_ceiling` =
+pyiqa's seconds per image / (our FLOPs per image / that throughput): the largest speedup over pyiqa's loop that
+the same FLOPs at that throughput allow. The throughput is a large, channels-last convolution, the kindest case for
+the CPU, so the ceiling is generous.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from honestface.data.degradation import Degradation, sample_seed
 from honestface.data.samples import SAMPLES, load_sample
 from honestface.metrics.iqa import IQAMetrics
+from roofline import count_flops, machine_throughput
 
 METRICS = {"psnr": "psnr", "ssim": "ssim", "lpips": "lpips", "lpips_vgg": "lpips-vgg", "dists": "dists"}  # ours: pyiqa
 NETWORKS = ("lpips", "lpips_vgg", "dists")
@@ -160,10 +168,26 @@ def main(num_images: int = 16, size: int = 256, batch_size: int = 16, iterations
                         metric(restored[i : i + 1], gt[i : i + 1])
 
         t_suite, t_pyiqa, _, _ = timed_pair(lambda: suite(restored, gt), loops, iterations)
+        one = IQAMetrics(list(METRICS), device=device, weights=weights, batch_size=1)
+        flops_ours = count_flops(lambda: one(restored[:1], gt[:1]))
+
+        def one_loop() -> None:
+            for metric in theirs.values():
+                metric(restored[:1], gt[:1])
+
+        flops_pyiqa = count_flops(one_loop)
     result["suite"] = {"metrics": list(METRICS), "ours_batched_images_per_s": round(num_images / t_suite, 2),
                        "pyiqa_per_image_images_per_s": round(num_images / t_pyiqa, 2),
                        "speedup": round(t_pyiqa / t_suite, 2),
                        "max_abs_diff": max(m["max_abs_diff"] for m in result["metrics"].values())}
+    peak = machine_throughput(torch.device(device), torch.float32)["conv3x3_gflops"]  # GFLOP/s, measured now
+    per_image = {"ours": t_suite / num_images, "pyiqa": t_pyiqa / num_images}  # seconds
+    result["roofline"] = {
+        "ours_gflop_per_image": round(flops_ours / 1e9, 2), "pyiqa_gflop_per_image": round(flops_pyiqa / 1e9, 2),
+        "machine_fp32_conv3x3_gflops": peak,
+        "ours_fraction_of_peak": round(flops_ours / 1e9 / per_image["ours"] / peak, 3),
+        "pyiqa_fraction_of_peak": round(flops_pyiqa / 1e9 / per_image["pyiqa"] / peak, 3),
+        "speedup_ceiling": round(per_image["pyiqa"] / (flops_ours / 1e9 / peak), 2)}
     result["load_average"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return result
 

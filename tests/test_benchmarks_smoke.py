@@ -30,7 +30,7 @@ SMOKE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "infer.py": (("--batches", "1", "--repeats", "1", "--refs", "1", "--variants", "osdface", "--device", "cpu",
                   "--cache", "{tmp}/cache"),
                  ("results",)),
-    "evaluate.py": (("num_images=2", "size=64", "batch_size=2", "iterations=1", "device=cpu"), ("metrics",)),
+    "evaluate.py": (("num_images=2", "size=64", "batch_size=2", "iterations=1", "device=cpu"), ("metrics", "roofline")),
     "roofline.py": (("--repeats", "1", "--dtype", "fp32"), ("conv3x3_gflops", "matmul_gflops")),
     "quickstart_seeds.py": (("--seeds", "0", *TINY_RECIPE), ("metrics", "seeds")),
     "quickstart_levers.py": (("--levers", "base", *TINY_RECIPE), ("levers",)),
