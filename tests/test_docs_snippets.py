@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/*.md runs, at tiny settings on CPU (one test per block, id file:line).
+"""Every ```python (or ```py) block of README.md and docs/*.md runs at tiny settings on CPU (one test each, id file:line).
 
 Snippets are written for real use: they name real model folders, photos and "cuda". To run them here, each file
 may declare plain text substitutions in `SUBSTITUTIONS` below (the only mechanism; keep it short). A "to" text
@@ -70,7 +70,7 @@ def extract_snippets(path: Path) -> list[Snippet]:
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), None)
         if end is None:
             raise AssertionError(f"{rel}:{i + 1}: unclosed code fence")
-        if m.group(1) == "python":
+        if m.group(1) in ("python", "py", "python3"):
             marker = MARKER.search(lines[i - 1]) if i > 0 else None
             reason = None
             if marker:
