@@ -4,6 +4,7 @@ every run, renamed inputs listed in results.json, and nothing already in the out
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -61,7 +62,15 @@ def test_clashing_inputs_get_distinct_outputs_listed_in_results(tiny_honestface_
     lq, out = tmp_path / "lq", tmp_path / "out"
     for rel in ("a.jpg", "a.png", "a_jpg.png", "b.png"):
         write_image(lq / rel, _face())
-    assert _infer(tiny_honestface_dir, lq, out) == 0
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("honestface.apps").addHandler(handler)
+    try:
+        assert _infer(tiny_honestface_dir, lq, out) == 0
+    finally:
+        logging.getLogger("honestface.apps").removeHandler(handler)
+    assert any("renamed: a.jpg -> a_jpg_2.png, a.png -> a_png.png" in m for m in seen), seen  # the user is told
     res = json.loads((out / RESULTS_FILE).read_text())
     by_rel = {f["relpath"]: f for f in res["files"]}
     assert res["counts"]["ok"] == 4

@@ -343,16 +343,12 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         raise InferenceSetupError(f"no input images left in {icfg.input} once the output / references are excluded")
     plan = plan_outputs(files, base, output, icfg.save_comparison)
     check_not_inputs(files, plan)
+    renamed = renamed_outputs(plan, output)
     existing = [p for _, o, c in plan for p in (o, c) if p is not None and p.exists()]
     if existing and not (icfg.skip_existing or icfg.overwrite):
         named = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         raise InferenceSetupError(f"{len(existing)} output file(s) already exist: {named} (pass --skip-existing to "
                                   f"leave them, or --overwrite to replace them)")
-    renamed = renamed_outputs(plan, output)
-    if renamed and int(os.environ.get("RANK", "0")) == 0:
-        shown = ", ".join(f"{k} -> {v}" for k, v in list(renamed.items())[:3])
-        log.warning("%d input(s) would share an output name; renamed: %s%s (all listed in %s)", len(renamed), shown,
-                    f" and {len(renamed) - 3} more" if len(renamed) > 3 else "", output / RESULTS_FILE)
     if icfg.reference_mode == "pool":
         how, refs = "pool", [[] for _ in files]
     else:
@@ -387,6 +383,10 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
                         "renamed": rel in renamed,
                         "status": "skipped" if done else "pending", "reason": "output exists" if done else None,
                         "seconds": 0.0, "size": None, "references": [str(r) for r in ref], "faces": []})
+    if renamed and int(os.environ.get("RANK", "0")) == 0:  # the run will start: say which names changed
+        shown = ", ".join(f"{k} -> {v}" for k, v in list(renamed.items())[:3])
+        log.warning("%d input(s) would share an output name; renamed: %s%s (all listed in %s)", len(renamed), shown,
+                    f" and {len(renamed) - 3} more" if len(renamed) > 3 else "", output / RESULTS_FILE)
     return records, how, output
 
 
