@@ -278,6 +278,8 @@ def test_a_failure_while_writing_leaves_no_half_written_report(tmp_path, monkeyp
     monkeypatch.undo()
     old = tmp_path / "old"
     assert _evaluate_in_process(restored, gt, old) == 0
+    (tmp_path / "probe").mkdir()
+    assert old.stat().st_mode & 0o777 == (tmp_path / "probe").stat().st_mode & 0o777  # as any folder the user makes
     before = _contents(old)
     monkeypatch.setattr(report, "write_html", broken)
     with pytest.raises(RuntimeError, match="disk full"):

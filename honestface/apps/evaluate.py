@@ -16,6 +16,7 @@ does not write (e.g. `table_all.md` of a protocol run) are removed, so the folde
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -120,7 +121,8 @@ def run_evaluation(cfg: Any, overwrite: bool = False) -> int:
         print(f"skipped metric {name}: {reason}")
     print(protocol_table(result) if result.protocol else markdown_table(result))
     output.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staged = output.parent / f".{output.name}.partial-{secrets.token_hex(4)}"
+    staged.mkdir()  # not mkdtemp: the folder becomes the report folder, with the user's usual permissions
     try:
         paths = write_reports(result, staged, thumbnail=e.thumbnail)
         paths["config"] = save_config(cfg, staged)  # what produced the numbers, next to them
