@@ -12,6 +12,7 @@ with a `WeightsError` naming it. Finding and downloading the files is `honestfac
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from honestface.weights import WeightsError
@@ -94,13 +95,17 @@ class CheckpointNamespace(dict):
             raise AttributeError(name) from None
 
 
+def _refused(path: Path, names: list[str]) -> WeightsError:
+    return WeightsError(f"{path}: refusing to load: the file references {', '.join(names[:4])}, which is neither a "
+                        f"tensor nor known checkpoint metadata (a file can run code this way)")
+
+
 def _allowed_stand_ins(path: Path, names: list[str]) -> list[tuple[type, str]]:
     """(stand-in class, pickled global name) for every global of the file, or WeightsError for a global outside
     NAMESPACE_GLOBALS / INERT_GLOBAL_PREFIXES."""
     refused = [n for n in names if n not in NAMESPACE_GLOBALS and not n.startswith(INERT_GLOBAL_PREFIXES)]
     if refused:
-        raise WeightsError(f"{path}: refusing to load: the file references {', '.join(refused[:4])}, which is "
-                           f"neither a tensor nor known checkpoint metadata (a file can run code this way)")
+        raise _refused(path, refused)
     out = []
     for name in names:
         base = CheckpointNamespace if name in NAMESPACE_GLOBALS else _PlainDict if name.endswith(
@@ -126,14 +131,21 @@ def load_checkpoint(path: PathLike, map_location: str = "cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device=map_location)
 
     def fail(err: BaseException) -> WeightsError:
-        first = str(err).splitlines()[0] if str(err) else ""
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:  # a legacy (non-zip) file, whose globals torch cannot list before loading: name the first
+            return _refused(path, [found.group(1)])
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()[0] if str(err) else ""
         return WeightsError(f"{path}: cannot be read as a weights-only checkpoint ({type(err).__name__}: {first})")
+
+    if path.suffix == ".safetensors":  # no pickle at all; a damaged or disguised file is one line naming it
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=map_location)
+        except Exception as err:  # safetensors_rust.SafetensorError, or an OSError
+            raise fail(err) from err
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-set", metavar="LABEL",
                         help="the test set's label, recorded with the numbers (e.g. celeba-test-daefr)")
     parser.add_argument("--crop-border", type=int, metavar="N", help="pixels dropped per side by psnr_y / ssim_y")
+    parser.add_argument("--overwrite", action="store_true", help="replace the reports already in --output")
     add_config_arguments(parser)
     return parser
 
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    return run_evaluation(cfg)
+    return run_evaluation(cfg, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

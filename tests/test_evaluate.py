@@ -210,3 +210,78 @@ def test_default_output_is_never_inside_an_input(tmp_path):
     assert target == tmp_path / "evaluation"
     with pytest.raises(ValueError, match="must not be inside"):
         check_output(gt / "report", [out, gt])
+
+
+def _tiny_pair(root: Path) -> tuple[Path, Path]:
+    """restored/ and gt/ with two 64 px faces each (psnr only: no network, fast)."""
+    from honestface.data.samples import load_sample
+
+    for i, name in enumerate(("astronaut", "grace_hopper")):
+        img = cv2.resize(load_sample(name), (64, 64), interpolation=cv2.INTER_AREA)
+        for folder, x in (("gt", img), ("restored", _degrade(img, 1.0, 3.0, i))):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / folder / f"{name}.png"), np.ascontiguousarray(x[..., ::-1]))
+    return root / "restored", root / "gt"
+
+
+def _evaluate_in_process(restored: Path, gt: Path, out: Path, overwrite: bool = False) -> int:
+    from honestface.apps.evaluate import run_evaluation
+    from honestface.config import load_config
+
+    cfg = load_config(None, [f"eval.restored={restored}", f"eval.ground_truth={gt}", f"eval.output={out}",
+                             "eval.metrics=[psnr]", "eval.device=cpu"])
+    return run_evaluation(cfg, overwrite=True) if overwrite else run_evaluation(cfg)
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_reports_already_in_the_output_folder_are_replaced_only_with_overwrite(tmp_path, capsys):
+    restored, gt = _tiny_pair(tmp_path)
+    out = tmp_path / "report"
+    (out / "assets").mkdir(parents=True)
+    (out / "config.yaml").write_text("my own experiment config\n")
+    (out / "summary.json").write_text('{"mine": true}\n')
+    (out / "table_all.md").write_text("| an earlier protocol table |\n")
+    (out / "assets" / "figure.png").write_bytes(b"not ours")
+    (out / "notes.txt").write_text("the user's notes\n")
+    before = _contents(out)
+    assert _evaluate_in_process(restored, gt, out) == 2  # refused before any evaluating
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(out) in err and "--overwrite" in err
+    assert all(n in err for n in ("config.yaml", "summary.json", "table_all.md", "assets"))
+    assert _contents(out) == before and not list(tmp_path.glob(".report*"))
+    run = _run("--restored", str(restored), "--gt", str(gt), "--metrics", "psnr", "--device", "cpu", "--output",
+               str(out), "--overwrite")
+    assert run.returncode == 0, run.stderr[-2000:]
+    after = _contents(out)
+    assert after["notes.txt"] == before["notes.txt"]  # not a report file: never touched
+    assert "table_all.md" not in after and "assets/figure.png" not in after  # an earlier run's reports: replaced
+    assert "psnr" in json.loads(after["summary.json"])["metrics"] and b"psnr" in after["config.yaml"]
+    assert f"HTML report: {out / 'report.html'}" in run.stdout and not list(tmp_path.glob(".report*"))
+
+
+def test_a_failure_while_writing_leaves_no_half_written_report(tmp_path, monkeypatch):
+    from honestface.metrics import report
+
+    restored, gt = _tiny_pair(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_html", broken)  # after the CSV, JSON, table and histograms
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match="disk full"):
+        _evaluate_in_process(restored, gt, fresh)
+    assert not fresh.exists() and not list(tmp_path.glob(".fresh*"))
+    monkeypatch.undo()
+    old = tmp_path / "old"
+    assert _evaluate_in_process(restored, gt, old) == 0
+    (tmp_path / "probe").mkdir()
+    assert old.stat().st_mode & 0o777 == (tmp_path / "probe").stat().st_mode & 0o777  # as any folder the user makes
+    before = _contents(old)
+    monkeypatch.setattr(report, "write_html", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _evaluate_in_process(restored, gt, old, overwrite=True)
+    assert _contents(old) == before and not list(tmp_path.glob(".old*"))

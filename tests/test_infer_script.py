@@ -133,7 +133,7 @@ def test_existing_outputs_refused_or_skipped_without_work(model_dir: Path, tmp_p
     capsys.readouterr()
     assert infer(model_dir, lq, out) == 2  # existing outputs, no flag: refused before any work
     err = capsys.readouterr().err
-    assert "already exist" in err and str(out / "a.png") in err and "--skip-existing" in err
+    assert "already exist" in err and str(out / "a.png") in err and "--skip-existing" in err and "--overwrite" in err
     run = cli("--model", str(model_dir), "--input", str(lq), "--output", str(out), "--skip-existing")
     assert run.returncode == 0, run.stderr[-3000:]
     after = snapshot(out)

@@ -4,17 +4,27 @@ folders and write the reports (`honestface.metrics` does the evaluating and hold
 The output folder defaults to `<parent of the first restored folder>/evaluation` (or beside every input when that
 would be inside one) and may never lie inside an input folder: its images would be paired on the next run. Next to
 the reports goes `config.yaml`, the full config that produced them.
+
+Our choices for never losing work: report files already in the output folder (`config.yaml` and
+`honestface.metrics.report.REPORT_NAMES`) stop the run before any evaluating, with one line naming them, unless
+`overwrite` (scripts/evaluate.py --overwrite); other files there are never touched. The reports are written into
+a hidden temporary sibling folder (`.<name>.partial-*`) and moved into place only once all are written, so a
+failure midway leaves the output folder as it was. With `overwrite`, report files of an earlier run that this run
+does not write (e.g. `table_all.md` of a protocol run) are removed, so the folder holds one run's reports.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_output", "default_output", "run_evaluation"]
+__all__ = ["check_output", "check_reports_absent", "default_output", "publish_reports", "run_evaluation"]
 
 
 def default_output(methods: dict[str, Path], inputs: Sequence[Path]) -> Path:
@@ -36,8 +46,46 @@ def check_output(output: Path, inputs: Sequence[Path]) -> None:
             raise ValueError(f"the output folder {output} must not be inside the input folder {p}")
 
 
-def run_evaluation(cfg: Any) -> int:
-    """Run the `eval.*` section of a config: evaluate, print the table, write the reports. Returns the exit code."""
+def _report_names() -> tuple[str, ...]:
+    from honestface.config import CONFIG_FILENAME
+    from honestface.metrics.report import REPORT_NAMES
+
+    return (*REPORT_NAMES, CONFIG_FILENAME)
+
+
+def check_reports_absent(output: Path, overwrite: bool) -> None:
+    """ValueError (one line) when `output` is not a folder, or holds report files and `overwrite` is off."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"the output {output} exists and is not a folder")
+    found = [n for n in _report_names() if (output / n).exists() or (output / n).is_symlink()]
+    if found and not overwrite:
+        raise ValueError(f"the output folder {output} already holds {', '.join(found)} (pass --overwrite to replace "
+                         f"them, or choose another --output)")
+
+
+def publish_reports(staged: Path, output: Path, overwrite: bool) -> None:
+    """Move every entry of the finished `staged` folder into `output` (renaming the folder itself when `output`
+    does not exist); the report page last, so its links point to files already in place."""
+    if not output.exists():
+        os.rename(staged, output)
+        return
+    check_reports_absent(output, overwrite)  # again: something may have appeared while we evaluated
+    aside = Path(tempfile.mkdtemp(prefix=".replaced-", dir=staged))
+    new = sorted((p for p in staged.iterdir() if p != aside), key=lambda p: (p.name == "report.html", p.name))
+    stale = [output / n for n in _report_names() if n not in {p.name for p in new}]
+    for entry in [*new, *stale]:
+        dest = output / entry.name
+        if (dest.is_dir() and not dest.is_symlink()) or (entry.is_dir() and (dest.exists() or dest.is_symlink())):
+            os.rename(dest, aside / entry.name)  # a folder cannot be replaced in one step: moved aside first
+        if entry.parent == staged:
+            os.replace(entry, dest)
+        elif dest.exists() or dest.is_symlink():
+            os.rename(dest, aside / entry.name)
+
+
+def run_evaluation(cfg: Any, overwrite: bool = False) -> int:
+    """Run the `eval.*` section of a config: evaluate, print the table, write the reports. Returns the exit code.
+    `overwrite`: replace report files already in the output folder (else exit 2 before any work)."""
     from honestface.config import save_config
     from honestface.metrics.evaluate import evaluate_folders
     from honestface.metrics.pairing import parse_methods
@@ -54,6 +102,7 @@ def run_evaluation(cfg: Any) -> int:
         inputs = [*methods.values(), Path(e.ground_truth)] + [Path(p) for p in (e.lq, e.references) if p]
         output = Path(e.output) if e.output else default_output(methods, inputs)
         check_output(output, inputs)
+        check_reports_absent(output, overwrite)
         device = e.device
         if device == "auto":
             import torch
@@ -71,8 +120,18 @@ def run_evaluation(cfg: Any) -> int:
     for name, reason in result.skipped.items():
         print(f"skipped metric {name}: {reason}")
     print(protocol_table(result) if result.protocol else markdown_table(result))
-    paths = write_reports(result, output, thumbnail=e.thumbnail)
-    paths["config"] = save_config(cfg, output)  # what produced the numbers, next to them
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staged = output.parent / f".{output.name}.partial-{secrets.token_hex(4)}"
+    staged.mkdir()  # not mkdtemp: the folder becomes the report folder, with the user's usual permissions
+    try:
+        paths = write_reports(result, staged, thumbnail=e.thumbnail)
+        paths["config"] = save_config(cfg, staged)  # what produced the numbers, next to them
+        publish_reports(staged, output, overwrite)
+    except ValueError as err:  # the output folder changed while we evaluated
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     for what, path in paths.items():
-        print(f"{what}: {path}")
+        print(f"{what}: {output / path.relative_to(staged)}")
     return 0

@@ -17,11 +17,15 @@ pipeline itself is `honestface.pipelines.HonestFacePipeline`, or `VSPBFRPipeline
 - Inputs: a folder (every image, recursively, `honestface.io.list_images`), a glob (`lq/**/*.png`) or one file.
   Files under the output folder (when `infer.allow_output_in_input` lets it sit inside the input folder) and under
   the references folder are never inputs.
-- Outputs: `<output>/<relative path of the input, suffix .png>`, written atomically (`honestface.io.write_image`);
-  two inputs that only differ by extension (`a.jpg`, `a.png`) get `a_jpg.png` and `a_png.png`. An output is never
-  an input file. The output folder may not be the input folder or inside it unless `infer.allow_output_in_input`.
-  Existing outputs stop the run with one line naming them (exit 2), unless `infer.skip_existing` (those inputs are
-  "skipped" and nothing is loaded for them) or `infer.overwrite`.
+- Outputs: `<output>/<relative path of the input, suffix .png>`, written atomically (`honestface.io.write_image`).
+  Every input gets its own name (`infer_plan.plan_outputs`: inputs that would share one, such as `a.jpg` and
+  `a.png`, get `a_jpg.png` and `a_png.png`, or `a_jpg_2.png` when that is taken, case-insensitively; the same
+  inputs always get the same names); the renamed inputs are listed in `results.json` ("renamed") and logged. An
+  output is never an input file. The output folder may not be the input folder or inside it unless
+  `infer.allow_output_in_input`. Existing outputs stop the run with one line naming them (exit 2), unless
+  `infer.skip_existing` (those inputs are "skipped" and nothing is loaded for them) or `infer.overwrite`. A
+  `results.json` already in the output folder is replaced only when a run of this command on the same input wrote
+  it (a resume), or with `infer.overwrite`.
 - References, `infer.reference_mode=auto`: detected as `InferenceFolderDataset` does (one folder for all, a folder
   per input, a JSON / CSV mapping). An input left without a readable reference while references were given fails
   ("missing references") unless `infer.allow_blind`. `infer.reference_mode=pool`: `infer.references` is a folder
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import sys
 import time
@@ -59,9 +64,11 @@ from honestface.apps.infer_plan import (
     InferenceSetupError,
     check_not_inputs,
     check_output,
+    check_results_file,
     find_inputs,
     find_references,
     plan_outputs,
+    renamed_outputs,
     within,
 )
 from honestface.io import atomic_write_text, list_images, read_image, write_image
@@ -70,6 +77,7 @@ __all__ = ["RESULTS_FILE", "InferenceSetupError", "find_inputs", "model_architec
            "plan_outputs", "run_inference"]
 
 RESULTS_FILE = "results.json"
+log = logging.getLogger("honestface.apps")
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -278,7 +286,8 @@ def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, ref
             "mode": cfg.infer.mode, "references": cfg.infer.references, "reference_mode": reference_mode,
             "device": cfg.infer.device, "precision": cfg.infer.precision, "batch_size": cfg.infer.batch_size,
             "seed": cfg.infer.seed, "num_processes": num_processes, "seconds": round(time.time() - started, 3),
-            "counts": counts, "files": records}
+            "counts": counts, "renamed": {r["relpath"]: r["output"] for r in records if r.get("renamed")},
+            "files": records}
 
 
 def _released_name(cfg: DictConfig) -> str | None:
@@ -326,17 +335,20 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
     base, files, protected = find_inputs(icfg.input)
     output = Path(icfg.output).expanduser()
     check_output(protected, output, icfg.allow_output_in_input, Path(icfg.input).expanduser().is_file())
+    if not icfg.overwrite:
+        check_results_file(output / RESULTS_FILE, icfg.input)
     excluded = [output.resolve()] + ([Path(icfg.references).resolve()] if icfg.references else [])
     files = [f for f in files if not any(within(f.resolve(), x) for x in excluded)]
     if not files:
         raise InferenceSetupError(f"no input images left in {icfg.input} once the output / references are excluded")
     plan = plan_outputs(files, base, output, icfg.save_comparison)
     check_not_inputs(files, plan)
+    renamed = renamed_outputs(plan, output)
     existing = [p for _, o, c in plan for p in (o, c) if p is not None and p.exists()]
     if existing and not (icfg.skip_existing or icfg.overwrite):
         named = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         raise InferenceSetupError(f"{len(existing)} output file(s) already exist: {named} (pass --skip-existing to "
-                                  f"leave them, or infer.overwrite=true to replace them)")
+                                  f"leave them, or --overwrite to replace them)")
     if icfg.reference_mode == "pool":
         how, refs = "pool", [[] for _ in files]
     else:
@@ -368,8 +380,13 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         done = icfg.skip_existing and out.exists() and (comp is None or comp.exists())
         records.append({"index": i, "input": str(f), "relpath": rel, "output": str(out),
                         "comparison": None if comp is None else str(comp), "mode": icfg.mode,
+                        "renamed": rel in renamed,
                         "status": "skipped" if done else "pending", "reason": "output exists" if done else None,
                         "seconds": 0.0, "size": None, "references": [str(r) for r in ref], "faces": []})
+    if renamed and int(os.environ.get("RANK", "0")) == 0:  # the run will start: say which names changed
+        shown = ", ".join(f"{k} -> {v}" for k, v in list(renamed.items())[:3])
+        log.warning("%d input(s) would share an output name; renamed: %s%s (all listed in %s)", len(renamed), shown,
+                    f" and {len(renamed) - 3} more" if len(renamed) > 3 else "", output / RESULTS_FILE)
     return records, how, output
 
 

@@ -28,6 +28,8 @@ LABELS = {"psnr": "PSNR", "ssim": "SSIM", "ssim_rgb": "SSIM-RGB", "psnr_y": "PSN
           "ald": "ALD", "ald_e": "ALD-e", "ald_m": "ALD-m", "ref_ids": "Ref-IDS", "lq_ref_ids": "LQ-Ref-IDS",
           "ref_gain": "Ref-gain"}
 MAX_REFS_SHOWN = 4
+# every name `write_reports` may write into its folder (apps check them before replacing a report)
+REPORT_NAMES = ("per_image.csv", "summary.json", "table.md", "table_all.md", "report.html", "assets")
 NEUTRAL = {"lq_ref_ids"}  # a property of the input, not of the method: no arrow, never bold, not ranked
 
 
