@@ -8,7 +8,7 @@ message (progress, what is being done), DEBUG lines carry the logger name, WARNI
 `warning:` / `error:`. `add_logging_arguments` gives every script `--verbose` (debug) and `--quiet` (warnings and
 errors only); `level_from_args` turns them into a level. A script's actual result (a JSON document, a table, a
 path for the shell) is still printed to stdout, so `--quiet` leaves exactly the result.
-`warnings.warn` stays for what the user must act on; `setup_logging` shows those as one `warning: ...` line.
+`warnings.warn` stays for what the user must act on (shown by Python's own warning machinery, unchanged).
 
 Quiet imports. `import peft` (which we use for the LoRA adapters) runs `import bitsandbytes` unconditionally in
 `peft/helpers.py` (inside `try/except ImportError`), and bitsandbytes (installed as a dependency of the stack,
@@ -30,7 +30,6 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from typing import TextIO
 
 LOGGER_NAME = "honestface"
@@ -83,15 +82,10 @@ class _ConsoleFormatter(logging.Formatter):
         return message
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    text = str(message).strip().replace("\n", " ")
-    print(f"warning: {text}", file=sys.stderr if file is None else file)
-
-
 def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
     """Console output of the `honestface` logger at `level` (int or name: "debug", "info", "warning", "error"),
     to `stream` (default: stderr, so stdout carries only results). Calling it again replaces the handler it
-    added before. Python warnings are shown as one `warning: ...` line. Returns the handler."""
+    added before. Returns the handler."""
     if isinstance(level, str):
         names = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
         if level.lower() not in names:
@@ -104,7 +98,6 @@ def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None)
     setattr(handler, _HANDLER_FLAG, True)
     logger.addHandler(handler)
     logger.setLevel(level)
-    warnings.showwarning = _show_warning
     return handler
 
 

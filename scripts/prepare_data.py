@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from _bootstrap import fail, log, start_logging  # (also puts the repository on sys.path)
 
 from honestface.data import prepare
 from honestface.log import add_logging_arguments
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -143,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start_logging(args)
+    warnings.showwarning = _print_warning
     try:
         return args.func(args)
     except (ValueError, OSError, KeyError) as e:  # bad input: one line, no traceback

@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -70,12 +69,11 @@ def test_the_block_can_be_lifted(monkeypatch: pytest.MonkeyPatch) -> None:
 def console():
     """setup_logging into a buffer; the `honestface` logger is put back as it was afterwards."""
     lib = logging.getLogger("honestface")
-    handlers, level, show = list(lib.handlers), lib.level, warnings.showwarning
+    handlers, level = list(lib.handlers), lib.level
     buffer = io.StringIO()
     yield buffer
     lib.handlers[:] = handlers
     lib.setLevel(level)
-    warnings.showwarning = show
 
 
 def test_setup_logging_levels_and_format(console: io.StringIO) -> None:
