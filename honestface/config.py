@@ -192,7 +192,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    weights: dict[str, str] = field(default_factory=dict)  # registry name -> local path (honestface.weights)
+    # registry name (`.` written `_`) or bundled weight -> local path (honestface.weights); unknown names fail at load
+    weights: dict[str, str] = field(default_factory=dict)
 
 
 class ConfigError(ValueError):
@@ -262,6 +263,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             cfg = OmegaConf.merge(cfg, raw)
         except OmegaConfBaseException as e:
             raise _explain(e, str(source)) from e
+        _check_weight_keys(cfg, str(source))
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
@@ -272,12 +274,24 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as e:
             raise _explain(e, f"override {item!r}") from e
+        _check_weight_keys(cfg, f"override {item!r}")
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
         raise _explain(e, str(path) if path else "config") from e
     _check_values(cfg)
     return cfg
+
+
+def _check_weight_keys(cfg: DictConfig, source: str) -> None:
+    """`weights` is a free mapping in the schema; its keys must still name weights the library knows (the registry
+    of honestface.weights, or a bundled weight), else a misspelt key would be silently ignored."""
+    from honestface.weights import unknown_weight_key
+
+    for name in cfg.weights:
+        message = unknown_weight_key(str(name))
+        if message is not None:
+            raise ConfigError(f"{source}: {message}")
 
 
 def _check_values(cfg: DictConfig) -> None:

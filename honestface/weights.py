@@ -33,12 +33,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from honestface.log import get_logger
 from honestface.weights_table import ENTRIES, WeightEntry, WeightFile
+
+log = get_logger(__name__)
 
 __all__ = [
     "CheckResult", "ChecksumError", "MissingWeightError", "WeightEntry", "WeightFile",
     "WeightsError", "check_weight", "fetch_weight", "file_sha256", "get_entry", "list_entries", "register_weight",
-    "resolve_weight", "unregister_weight", "verify_weight", "weight_status", "weights_home",
+    "resolve_weight", "unknown_weight_key", "unregister_weight", "verify_weight", "weight_config_names",
+    "weight_status", "weights_home",
 ]
 
 ENV_HOME = "HONESTFACE_HOME"
@@ -112,6 +116,28 @@ def get_entry(name: NameOrEntry) -> WeightEntry:
 def list_entries() -> list[WeightEntry]:
     """Every registered entry, in table order."""
     return list(_REGISTRY.values())
+
+
+# Names a `weights.<name>` config key may use besides the registry's: weights that ship inside an installed package
+# and are looked up by name too (a path under this key replaces the bundled file).
+BUNDLED_WEIGHTS = {"dlib_resnet": "dlib's face recogniser from face-recognition-models (identity_weights: dlib_resnet)"}
+
+
+def weight_config_names() -> list[str]:
+    """Every `<name>` of a valid `weights.<name>` config key: the registry's entries (a `.` in a name written as
+    `_`) and the bundled weights."""
+    return [e.config_key.removeprefix("weights.") for e in list_entries()] + list(BUNDLED_WEIGHTS)
+
+
+def unknown_weight_key(name: str) -> str | None:
+    """None when `weights.<name>` names a known weight; else a one-line message naming the key and the closest
+    known names (difflib), for the config loader to raise."""
+    if _canonical(name) in _CANONICAL or _canonical(name) in BUNDLED_WEIGHTS:
+        return None
+    close = difflib.get_close_matches(name, weight_config_names(), n=3, cutoff=0.6)
+    hint = (f"did you mean {', '.join('weights.' + c for c in close)}?" if close
+            else f"known weights: see `{FETCH_COMMAND.removesuffix(' fetch')} list`")
+    return f"unknown config key 'weights.{name}' ({hint})"
 
 
 def weights_home(home: PathLike | None = None) -> Path:
@@ -239,6 +265,7 @@ def resolve_weight(name: NameOrEntry, path: PathLike | None = None, *, verify: b
                 raise _missing(entry, f"folder {p} lacks {' or '.join(wf.names())} (config key {entry.config_key})")
     if verify:
         verify_weight(entry, p)
+    log.debug(f"weight '{entry.name}': {p}{' (verified)' if verify else ''}")
     return p
 
 

@@ -7,13 +7,15 @@
 
 Writes per_image.csv, summary.json, table.md and report.html (+ assets/) to --output (default: <parent of the
 first restored folder>/evaluation). Every flag is a config key under `eval.`; flags win over --config and key=value.
-Exit code 2 on bad input (e.g. folders whose images do not pair up). The work is `honestface.metrics.evaluate`.
+Exit code 2 on bad input (e.g. folders whose images do not pair up, a missing weight): one `error:` line.
+-q prints only warnings, errors and the result; -v adds debug lines. The work is `honestface.metrics.evaluate`.
 """
 
 import argparse
+import functools
 import sys
 
-from _bootstrap import ROOT  # noqa: F401  (puts the repository on sys.path)
+from _bootstrap import guarded, start_logging  # (also puts the repository on sys.path)
 
 FLAGS = {"restored": "restored", "gt": "ground_truth", "refs": "references", "lq": "lq", "metrics": "metrics",
          "output": "output", "device": "device", "batch_size": "batch_size", "fid_ref": "fid_ref",
@@ -22,6 +24,7 @@ FLAGS = {"restored": "restored", "gt": "ground_truth", "refs": "references", "lq
 
 def build_parser() -> argparse.ArgumentParser:
     from honestface.config import add_config_arguments
+    from honestface.log import add_logging_arguments
     from honestface.metrics.protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop-border", type=int, metavar="N", help="pixels dropped per side by psnr_y / ssim_y")
     parser.add_argument("--overwrite", action="store_true", help="replace the reports already in --output")
     add_config_arguments(parser)
+    add_logging_arguments(parser)
     return parser
 
 
@@ -63,6 +67,7 @@ def main(argv: list[str]) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    start_logging(args)
     if args.restored:  # `--restored a b eval.x=1`: nargs="+" also took the overrides that follow it
         sections = tuple(f"{k}." for k in default_config())
         args.overrides += [r for r in args.restored if r.split("=", 1)[0].startswith(sections)]
@@ -80,7 +85,7 @@ def main(argv: list[str]) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    return run_evaluation(cfg, overwrite=args.overwrite)
+    return guarded(functools.partial(run_evaluation, overwrite=args.overwrite), cfg)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
 Every flag is a shortcut for an `infer.*` (or `model.pretrained`) config key; any other key can be given as
 key=value. The run is described in honestface/apps/infer.py; a summary of every input is written to
 <output>/results.json. Exit codes: 0 all restored, 1 some inputs failed (see results.json), 2 bad command line,
-config or paths (nothing written).
+config, paths or weights (one `error:` line, nothing written). -q prints only warnings and errors, -v debug lines.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from _bootstrap import ROOT  # noqa: F401 (puts the repository on sys.path)
+from _bootstrap import guarded, start_logging  # (also puts the repository on sys.path)
 
 EPILOG = """\
 references (--refs; the same rule as scripts/evaluate.py --refs, honestface/data/reference_rule.py):
@@ -54,6 +54,7 @@ _DTYPE_ALIASES = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": 
 
 def build_parser() -> argparse.ArgumentParser:
     from honestface.config import add_config_arguments
+    from honestface.log import add_logging_arguments
 
     p = argparse.ArgumentParser(prog="scripts/infer.py", description=__doc__.splitlines()[0],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--color-fix", choices=["auto", "none", "wavelet", "adain"], help="match the input's colours "
                    "(auto: wavelet for --whole, none for aligned) [infer.color_fix]")
     add_config_arguments(p)
+    add_logging_arguments(p)
     return p
 
 
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    start_logging(args)
     try:
         cfg = load_config(args.config, [*args.overrides, *flag_overrides(args)])  # flags win
     except ConfigError as e:
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from honestface.apps.infer import run_inference
 
-    return run_inference(cfg)
+    return guarded(run_inference, cfg)
 
 
 if __name__ == "__main__":

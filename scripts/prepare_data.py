@@ -10,7 +10,9 @@ Examples (from the repository root):
     python scripts/prepare_data.py split-identities data/CelebRef-HQ data/splits --test-fraction 0.1
 
 Every command is resumable: run it again and it only does what is missing. Outputs never overwrite inputs.
-Exit status: 0 on success, 1 when the command fails (bad input, mismatched settings), 2 for bad usage.
+Every command takes -q (only warnings, errors and the result) and -v (debug lines).
+Exit status: 0 on success, 2 for bad usage or when the command fails on its input (a missing path, mismatched
+settings): one `error:` line on stderr.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import argparse
 import sys
 import warnings
 
-import _bootstrap  # noqa: F401  (repo root on sys.path)
+from _bootstrap import fail, log, start_logging  # (also puts the repository on sys.path)
 
 from honestface.data import prepare
+from honestface.log import add_logging_arguments
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -33,7 +36,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         args.input, args.output, size=args.size, detector=args.detector,
         landmarks=None if args.landmarks == "none" else args.landmarks, rule=args.rule, min_size=args.min_size,
         threshold=args.threshold, template=args.template, keep_structure=args.keep_structure, device=args.device,
-        progress=None if args.quiet else print,
+        progress=log.info,
     )
     for name in report.no_face:
         print(f"no face: {name}")
@@ -58,7 +61,7 @@ def _parse_set(items: list[str]) -> dict:
 def cmd_make_testset(args: argparse.Namespace) -> int:
     out = prepare.make_testset(
         args.hq, args.output, preset=args.preset, seed=args.seed, overrides=_parse_set(args.set), size=args.size,
-        batch_size=args.batch_size, device=args.device, progress=None if args.quiet else print,
+        batch_size=args.batch_size, device=args.device, progress=log.info,
     )
     print(f"test set ready: {out} (pairs in hq/ and lq/, parameters in {prepare.TESTSET_MANIFEST})")
     return 0
@@ -75,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python scripts/prepare_data.py", description=__doc__.split("\n\n")[0].replace("\n", " "),
         epilog="Run `python scripts/prepare_data.py COMMAND --help` for the options of a command.")
+    add_logging_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -103,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-structure", action="store_true",
                    help="mirror INPUT's sub-folders in OUTPUT (default: a flat folder)")
     p.add_argument("--device", default=None, help="torch/onnxruntime device, e.g. cuda (default: cpu)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no line per photo")
+    add_logging_arguments(p, in_subcommand=True)
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser(
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512, help="HQ faces are resized to SIZE x SIZE (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="images degraded together (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_logging_arguments(p, in_subcommand=True)
     p.set_defaults(func=cmd_make_testset)
 
     p = sub.add_parser(
@@ -136,18 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       "%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing split files with different content")
+    add_logging_arguments(p, in_subcommand=True)
     p.set_defaults(func=cmd_split)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    start_logging(args)
     warnings.showwarning = _print_warning
     try:
         return args.func(args)
     except (ValueError, OSError, KeyError) as e:  # bad input: one line, no traceback
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 1
+        return fail(e)
 
 
 if __name__ == "__main__":

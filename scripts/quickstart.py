@@ -17,9 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import _bootstrap  # noqa: F401  (repo root on sys.path)
+from _bootstrap import fail, start_logging  # (also puts the repository on sys.path)
 
 from honestface.apps.quickstart.run import STEPS
+from honestface.log import add_logging_arguments
 
 
 def summary_lines(summary: dict, timings: dict[str, float], report) -> list[str]:
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", default=None, metavar="RUN",
                         help="(maintainers) copy RUN's summary.json / seeds.json into docs/results and rewrite the "
                              "README tables from them, then exit")
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
+    start_logging(args)
     for name in ("steps", "vae_steps", "vre_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -81,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = run_quickstart(args.output, seed=args.seed, **settings)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     print("\n".join(summary_lines(result.summary, result.timings, result.report)))
     return 0
 

@@ -15,7 +15,9 @@ Examples (from the repository root):
                                                            # write it once as a library model folder
 
 Weights live in $HONESTFACE_HOME (default ~/.cache/honestface); --home overrides it for one command.
-Exit status: 0 on success, 1 when a requested weight is missing/corrupt or a download fails, 2 for bad usage.
+Exit status: 0 on success, 1 when a requested weight is missing/corrupt or a download fails, 2 for bad usage
+(e.g. an unknown weight name: one `error:` line). Every command takes -q (no progress, only warnings and errors)
+and -v (debug lines; `check -v` also lists missing weights).
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # works from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(ROOT))
+from _bootstrap import fail, start_logging  # (also puts the repository on sys.path)
 
 from honestface import weights as hw
+from honestface.log import add_logging_arguments
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -176,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", metavar="DIR", default=None,
                         help="weights folder for this command (default: $HONESTFACE_HOME or ~/.cache/honestface)")
+    add_logging_arguments(common, in_subcommand=True)
     parser = argparse.ArgumentParser(
         prog="python scripts/weights.py", description=__doc__.split("\n\n")[0],
         epilog="Run `python scripts/weights.py COMMAND --help` for the options of a command.")
+    add_logging_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", parents=[common], help="print the table: name, status, config key, source")
@@ -191,7 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", help="registry names (default: all)")
     p.add_argument("--path", default=None, help="check this file/folder instead of the default location (one NAME)")
     p.add_argument("--no-hash", action="store_true", help="only check presence and required inner files")
-    p.add_argument("-v", "--verbose", action="store_true", help="also list missing weights")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("fetch", parents=[common], help="download weights (resumable, sha256-checked)",
@@ -204,7 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default=None, help="destination file/folder instead of the default location")
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("convert", parents=[common], help="write a released model once as a library model folder",
@@ -226,11 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    start_logging(args)
     try:
         return args.func(args)
     except KeyError as e:  # unknown registry name: the message lists close matches
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
+        return fail(e)
     except BrokenPipeError:  # output piped into e.g. `head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

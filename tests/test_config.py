@@ -70,6 +70,25 @@ def test_validation_errors_name_key_and_allowed(override, expected):
         assert part in message
 
 
+def test_weight_keys_must_name_known_weights(tmp_path):
+    """A misspelt `weights.<name>` used to be kept and silently ignored; now the loader names it and the closest
+    registry name, whether it comes from an override or a file (the file's `defaults` included)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["weights.sd21_bsae=/data/sd"])
+    assert str(info.value) == ("override 'weights.sd21_bsae=/data/sd': unknown config key 'weights.sd21_bsae' "
+                               "(did you mean weights.sd21_base?)")
+    write(tmp_path / "base.yaml", "weights:\n  vgg16_imagnet: /w/vgg.pth\n")
+    child = write(tmp_path / "child.yaml", "defaults: [base.yaml]\n")
+    with pytest.raises(ConfigError, match=r"base.yaml: unknown config key 'weights.vgg16_imagnet' \(did you mean "
+                                          r"weights.vgg16_imagenet\?\)"):
+        load_config(child)
+    with pytest.raises(ConfigError, match=r"'weights.zzz'.*scripts/weights.py list"):
+        load_config(None, ["weights.zzz=/x"])
+    cfg = load_config(None, ["weights.retinaface_mobilenet0_25=/r.pth", "weights.dlib_resnet=/d.dat",
+                             "weights.AWING_FAN=/a.pth"])  # `.` written `_`, a bundled weight, any case
+    assert dict(cfg.weights) == {"retinaface_mobilenet0_25": "/r.pth", "dlib_resnet": "/d.dat", "AWING_FAN": "/a.pth"}
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")

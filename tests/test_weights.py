@@ -145,6 +145,19 @@ def test_unknown_name_lists_close_matches_and_aliases_resolve():
         hw.register_weight(hw.get_entry("awing_fan"))
 
 
+def test_config_names_and_unknown_key_message(entry_factory):
+    names = hw.weight_config_names()
+    assert "retinaface_mobilenet0_25" in names and "retinaface_mobilenet0.25" not in names and "dlib_resnet" in names
+    assert len(names) == len(set(names)) == len(hw.list_entries()) + len(hw.BUNDLED_WEIGHTS)
+    assert hw.unknown_weight_key("sd21_base") is None and hw.unknown_weight_key("Retinaface-Mobilenet0.25") is None
+    assert hw.unknown_weight_key("arcface_torch_r5") == ("unknown config key 'weights.arcface_torch_r5' (did you mean "
+                                                         "weights.arcface_torch_r50, weights.arcface_torch_r100, "
+                                                         "weights.arcface_ir_se50?)")
+    assert hw.unknown_weight_key("my_ckpt") is not None
+    entry_factory("my_ckpt")  # a registered project weight is a valid key at once
+    assert hw.unknown_weight_key("my_ckpt") is None
+
+
 def test_weights_home_env_and_default(monkeypatch, tmp_path):
     monkeypatch.delenv("HONESTFACE_HOME", raising=False)
     assert hw.weights_home() == Path("~/.cache/honestface").expanduser()

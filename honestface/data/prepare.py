@@ -47,6 +47,9 @@ import numpy as np
 
 from honestface.data.sidecar import write_sidecar
 from honestface.io import atomic_write_text, list_images, read_image, write_image
+from honestface.log import get_logger
+
+log = get_logger(__name__)
 
 ALIGN_RECORDS = ".prepare_align.jsonl"
 TESTSET_MANIFEST = "manifest.json"
@@ -435,6 +438,7 @@ def split_identity_folders(
     if len(identities) < 2:
         raise ValueError(f"{root} has {len(identities)} identity folder(s) with images; a split needs at least 2")
     train, test = split_identities(identities, test_fraction=test_fraction, seed=seed)
+    log.debug(f"{root}: {len(identities)} identity folders with images; {len(test)} to test (seed {seed})")
     targets = {out / "train.txt": train, out / "test.txt": test}
     changed = {t: ids for t, ids in targets.items() if not (t.is_file() and read_split_file(t) == ids)}
     clash = [t for t in changed if t.exists()]
@@ -443,4 +447,5 @@ def split_identity_folders(
     for target, ids in changed.items():  # an unchanged file (and its mtime) is left alone
         comment = f"{target.stem} identities of {root.name}: seed {seed}, test fraction {test_fraction}"
         write_split_file(target, ids, comment=comment, overwrite=True)
+        log.info(f"wrote {target} ({len(ids)} identities)")
     return train, test

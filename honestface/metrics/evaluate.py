@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,13 @@ from typing import Any
 import numpy as np
 
 from honestface.data.reference_rule import resolve_references
+from honestface.log import get_logger
 from honestface.metrics.pairing import PairingError, index_images, pair_folder, parse_methods
 from honestface.metrics.suite import ALD_KEYS, REFERENCE_KEYS, MetricSuite, build_metrics, higher_is_better
 
 __all__ = ["EvaluationResult", "PairingError", "evaluate_folders", "higher_is_better"]
+
+log = get_logger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -204,7 +206,7 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
                     _store(row, [c for c in REFERENCE_KEYS if c in suite.columns], res)
             rows[m] += batch
         if verbose:
-            print(f"evaluated {min(start + batch_size, len(keys))}/{len(keys)} images", file=sys.stderr)
+            log.info(f"evaluated {min(start + batch_size, len(keys))}/{len(keys)} images")
     aggregates = _published(suite, methods, indices, gt_index, keys, rows, verbose)
     dataset: dict[str, dict[str, float]] = {m: {} for m in methods}
     set_refs: dict[str, dict[str, Any]] = {}
@@ -219,7 +221,7 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
     if any(metric in ("fid", "fid_basicsr") for _, metric, _ in suite.set_columns):
         suite.backends["fid_ref"] = str(_resolve_reference(None, gt_dir, fid_ref, weights))
     for n in notes:
-        print(f"warning: {n}", file=sys.stderr)
+        log.warning(n)
     return EvaluationResult(methods=methods, gt=gt_dir, lq=Path(lq) if lq is not None else None, refs=refs_dir,
                             columns=suite.columns, rows=rows, dataset_metrics=dataset, skipped=suite.skipped,
                             backends=suite.backends, implementations=suite.implementations, landmarks=overlay,
@@ -270,7 +272,7 @@ def _published(suite: MetricSuite, methods: dict[str, Path], indices: dict[str, 
                         row["failures"][metric] = f"no value ({v}) from {metric}'s published script steps"
                 out[m][metric] = obj.aggregate(np.asarray(vals, dtype=np.float64), len(keys))
             if verbose:
-                print(f"{', '.join(values)}: {m} done", file=sys.stderr)
+                log.info(f"{', '.join(values)}: {m} done")
     return out
 
 
