@@ -196,7 +196,7 @@ def test_default_metrics_list_what_is_skipped_and_why(folders, tmp_path):
         if why is None and name not in ("fid", "fid_basicsr"):
             assert name in summary["metrics"]
         elif why is not None:
-            assert f"skipped metric {name}: " in run.stdout and summary["skipped"][name]
+            assert f"warning: skipped metric {name}: " in run.stderr and summary["skipped"][name]
     assert {"psnr", "ald", "ids_dlib", "idangle_dlib", "lmd_dlib68"} <= set(summary["metrics"])
 
 

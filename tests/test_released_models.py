@@ -87,17 +87,19 @@ def face() -> np.ndarray:
 
 
 def test_osdface_by_name_converts_once_restores_at_512_and_equals_the_released_files(osdface_home, monkeypatch,
-                                                                                     capsys) -> None:
+                                                                                     caplog) -> None:
     from honestface.pipelines import HonestFacePipeline
 
     home, _ = osdface_home
     monkeypatch.setenv("HONESTFACE_HOME", str(home))
+    caplog.set_level("INFO", logger="honestface")
     pipe = HonestFacePipeline.from_pretrained("osdface", detector=None, identity=None)
-    assert "converting released model 'osdface' once" in capsys.readouterr().err
+    assert "converting released model 'osdface' once" in caplog.text
+    caplog.clear()
     assert (pipe.resolution, pipe.resize, pipe.resolution_source) == (512, "bilinear", "model")
     assert pipe.model.generator.timestep == 399 and not pipe.model.use_ide
     folder = resolve_pretrained("osdface", "honestface")  # cached: no second conversion
-    assert "converting" not in capsys.readouterr().err
+    assert "converting" not in caplog.text
     assert folder.parent == home / "converted" and folder.name.startswith("osdface-float32-")
     manifest = json.loads((folder / "released.json").read_text())
     assert manifest["released"] == "osdface" and manifest["dtype"] == "float32"

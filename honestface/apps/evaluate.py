@@ -24,7 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from honestface.log import get_logger
+
 __all__ = ["check_output", "check_reports_absent", "default_output", "publish_reports", "run_evaluation"]
+
+log = get_logger(__name__)
 
 
 def default_output(methods: dict[str, Path], inputs: Sequence[Path]) -> Path:
@@ -118,7 +122,7 @@ def run_evaluation(cfg: Any, overwrite: bool = False) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, reason in result.skipped.items():
-        print(f"skipped metric {name}: {reason}")
+        log.warning("skipped metric %s: %s", name, reason)
     print(protocol_table(result) if result.protocol else markdown_table(result))
     output.parent.mkdir(parents=True, exist_ok=True)
     staged = output.parent / f".{output.name}.partial-{secrets.token_hex(4)}"

@@ -323,8 +323,8 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
     pipeline = pipeline_class(family)
     if not pipeline.uses_references and icfg.references is not None:
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"warning: {pipeline.family_label} is blind: ignoring the references {icfg.references} "
-                  f"(infer.references)", file=sys.stderr)
+            log.warning("%s is blind: ignoring the references %s (infer.references)", pipeline.family_label,
+                        icfg.references)
         icfg.references, icfg.reference_mode = None, "auto"
     if icfg.references is not None and not Path(icfg.references).exists():
         raise InferenceSetupError(f"references not found: {icfg.references}")

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import torch
 
+from honestface.log import get_logger
 from honestface.released_table import RELEASED_MODELS, ReleasedModel, is_released_name, released_sources
 
 __all__ = ["RELEASED_MODELS", "ReleasedModel", "build_released", "convert_released", "is_released_name",
@@ -45,6 +45,7 @@ __all__ = ["RELEASED_MODELS", "ReleasedModel", "build_released", "convert_releas
 PathLike = str | os.PathLike
 MANIFEST = "released.json"
 CONVERTED_DIR = "converted"
+log = get_logger(__name__)
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -195,8 +196,8 @@ def released_folder(name: str, *, weights: Mapping[str, PathLike] | None = None,
     with FileLock(str(folder) + ".lock"):
         if not (folder / MANIFEST).is_file():  # another process may have finished it while we waited
             if not quiet:
-                print(f"converting released model '{name}' once into {folder} ({_DTYPE_NAMES[dtype]}); later runs "
-                      "load this folder", file=sys.stderr)
+                log.info("converting released model '%s' once into %s (%s); later runs load this folder", name,
+                         folder, _DTYPE_NAMES[dtype])
             convert_released(name, folder, weights=weights, home=home, dtype=dtype, overwrite=True, **options)
     return folder
 
