@@ -24,6 +24,9 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
 
 from honestface.training import checkpoint as ckpt
 
@@ -128,3 +131,35 @@ def swap_in(new: Path, output_dir: str | os.PathLike) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+def claim(accelerator: Any, cfg: DictConfig, resume: Path | None, schedule: dict[str, Any]) -> tuple[str, Path | None]:
+    """Make the output folder this run's; returns (run id, folder of an overwritten run or None).
+
+    Every process checks the folder (`check_new_run`) and the resumed checkpoint (same process count, same
+    schedule) before anything changes it; the run id is the resumed checkpoint's, else a new one, broadcast from the
+    main process; then the main process moves an overwritten run aside and writes run.json and config.yaml."""
+    from accelerate.utils import broadcast_object_list
+
+    from honestface.config import save_config
+    from honestface.training.schedule import check_same_schedule
+
+    t, out, n = cfg.train, Path(cfg.train.output_dir), accelerator.num_processes
+    replace = check_new_run(out, t.resume, t.overwrite)
+    recorded = None
+    if resume is not None:
+        state = ckpt.read_state(resume)
+        if state.get("num_processes", n) != n:
+            raise ValueError(f"{resume} was saved by {state['num_processes']} processes; resume it with the same "
+                             f"number (now {n}) so the data order continues exactly")
+        check_same_schedule(state.get("schedule"), schedule, resume)
+        recorded = state.get("run_id")
+    run_id = broadcast_object_list([recorded or new_run_id()])[0]
+    aside = None
+    accelerator.wait_for_everyone()  # every process has looked at the folder before it changes
+    if accelerator.is_main_process:
+        if replace:
+            aside = move_aside(out, run_id)
+        write_run_file(out, run_id, resume)
+        save_config(cfg, out)
+    return run_id, aside

@@ -33,15 +33,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
-from honestface.config import save_config
 from honestface.training import checkpoint as ckpt
 from honestface.training import run_folder
 from honestface.training.interrupt import DeferredInterrupt
-from honestface.training.schedule import build_scheduler, check_same_schedule, schedule_record
+from honestface.training.schedule import build_scheduler, schedule_record
 from honestface.training.task import TrainingTask
 from honestface.training.trackers import check_report_to, log_image_grid
 
@@ -94,7 +93,7 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         self.schedule = schedule_record(cfg.optim.scheduler, cfg.optim.warmup_steps, cfg.train.max_steps)
         resume = ckpt.resolve_resume(cfg.train.resume, self.output_dir, run_folder.read_run_id(self.output_dir))
-        self._claim_folder(resume)
+        self.run_id, self.aside = run_folder.claim(acc, cfg, resume, self.schedule)
         groups = self.task.param_groups()
         lrs = self.task.learning_rates()
         self.optimizers = {
@@ -136,29 +135,6 @@ class Trainer:
             acc.init_trackers("honestface")
         if resume is not None:
             self._load(resume)
-
-    def _claim_folder(self, resume: Path | None) -> None:
-        """Check the output folder is this run's (every process, before any changes it), take the run id (the
-        resumed checkpoint's, else a new one, the same on every process), then the main process moves an
-        overwritten run aside and writes run.json and config.yaml."""
-        acc, t = self.accelerator, self.cfg.train
-        replace = run_folder.check_new_run(self.output_dir, t.resume, t.overwrite)
-        recorded = None
-        if resume is not None:
-            state = ckpt.read_state(resume)
-            if state.get("num_processes", acc.num_processes) != acc.num_processes:
-                raise ValueError(f"{resume} was saved by {state['num_processes']} processes; resume it with the same "
-                                 f"number (now {acc.num_processes}) so the data order continues exactly")
-            check_same_schedule(state.get("schedule"), self.schedule, resume)
-            recorded = state.get("run_id")
-        self.run_id = broadcast_object_list([recorded or run_folder.new_run_id()])[0]
-        self.aside: Path | None = None
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if replace:
-                self.aside = run_folder.move_aside(self.output_dir, self.run_id)
-            run_folder.write_run_file(self.output_dir, self.run_id, resume)
-            save_config(self.cfg, self.output_dir)
 
     def _validation_batch(self) -> dict[str, Any] | None:
         n = self.cfg.train.num_val_images
@@ -387,7 +363,7 @@ class Trainer:
 
     def _load(self, directory: Path) -> None:
         acc = self.accelerator
-        state = ckpt.read_state(directory)  # process count and schedule were checked by _claim_folder
+        state = ckpt.read_state(directory)  # process count and schedule were checked by run_folder.claim
         acc.load_state(str(directory))
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.bad_steps = int(state["batch_in_epoch"]), int(state["bad_steps"])
