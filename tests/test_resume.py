@@ -54,18 +54,23 @@ def assert_same_run(straight: Recorded, resumed: Recorded, steps: range) -> None
         a_logs, b_logs = ({k: v for k, v in run.history[step].items() if not k.startswith("perf/")}
                           for run in (straight, resumed))
         assert a_logs == b_logs, step
+    if straight.ema is not None:
+        assert straight.ema.optimization_step == resumed.ema.optimization_step
+        assert all(torch.equal(x, y) for x, y in zip(straight.ema.shadow_params, resumed.ema.shadow_params,
+                                                     strict=True))
     lrs = [v for s in sorted(straight.history) for k, v in straight.history[s].items() if k.startswith("lr/")]
     assert len(set(lrs)) > 2, lrs  # the schedule did move the learning rate
 
 
 SCHEDULES = [("cosine", 2), ("linear", 3), ("constant", 3)]
 SCHEDULE_ARGS = {name: [f"optim.scheduler={name}", f"optim.warmup_steps={w}"] for name, w in SCHEDULES}
+SCHEDULE_ARGS["cosine+ema"] = [*SCHEDULE_ARGS["cosine"], "train.ema_decay=0.9"]
 
 
-@pytest.mark.parametrize("schedule", [s for s, _ in SCHEDULES])
+@pytest.mark.parametrize("schedule", [*(s for s, _ in SCHEDULES), "cosine+ema"])
 def test_ctrl_c_then_resume_equals_a_straight_run(sample_identities, tmp_path, schedule):
     """A real SIGINT in the middle of step 3: the trainer finishes that step, saves, returns 130; the resumed run
-    ends bit for bit where the straight run does (warm-up, then the schedule's decay)."""
+    ends bit for bit where the straight run does (warm-up, then the schedule's decay; the EMA weights too)."""
     args = ("train.max_steps=6", *SCHEDULE_ARGS[schedule])
     straight = run(vae_cfg(sample_identities, tmp_path / "a", *args))
     assert straight.train() == 0

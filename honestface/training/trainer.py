@@ -27,7 +27,7 @@ import resource
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -290,23 +290,19 @@ class Trainer:
         grid = make_grid(rows, nrow=len(columns), padding=2)
         log_image_grid(acc.trackers, "validation/" + "|".join(images), grid, self.step)
 
-    def _ema_weights(self):
+    @contextmanager
+    def _ema_weights(self) -> Iterator[None]:
         """Context: the EMA weights swapped in (validation, export), the training weights restored after."""
-        ema, params = self.ema, None
-        if ema is not None:
-            params = self.task.param_groups()[next(iter(self.optimizers))]
-
-        class _Swap:
-            def __enter__(self) -> None:
-                if ema is not None:
-                    ema.store(params)
-                    ema.copy_to(params)
-
-            def __exit__(self, *exc: object) -> None:
-                if ema is not None:
-                    ema.restore(params)
-
-        return _Swap()
+        if self.ema is None:
+            yield
+            return
+        params = self.task.param_groups()[next(iter(self.optimizers))]
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
