@@ -142,3 +142,40 @@ def test_sigkill_during_a_save_resumes_from_the_last_complete_checkpoint(sample_
     assert [p.name for p in saved] == ["step_2", "step_4", "step_6"]
     assert not (out / "checkpoints" / ".tmp-step_4").exists()
     assert len({read_state(p)["run_id"] for p in saved}) == 1  # the resumed run is the same run
+
+
+def test_an_interrupt_raised_inside_a_step_saves_only_a_consistent_state(sample_identities, tmp_path):
+    """A KeyboardInterrupt raised inside step 4 (a second Ctrl-C, or one Python delivers outside the handler): before
+    any weight changed, the checkpoint is step 3 with the data position of step 3 and resumes exactly; once the
+    step's optimiser has stepped, nothing is saved and the last complete checkpoint stays the newest."""
+    args = ("train.max_steps=6", *SCHEDULE_ARGS["cosine"])
+    straight = run(vae_cfg(sample_identities, tmp_path / "a", *args))
+    assert straight.train() == 0
+
+    early = run(vae_cfg(sample_identities, tmp_path / "b", *args))
+    real_step = Trainer._train_step
+
+    def before_update(self, micro):  # its batches were drawn; no weight changed yet
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, micro)
+
+    early._train_step = before_update.__get__(early)
+    assert early.train() == 130
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_3"]
+    resumed = run(vae_cfg(sample_identities, tmp_path / "b", *args, "train.resume=latest"))
+    assert resumed.train() == 0
+    assert_same_run(straight, resumed, range(4, 7))
+
+    late = run(vae_cfg(sample_identities, tmp_path / "c", *args, "train.save_every=2"))
+    scheduler = next(iter(late.schedulers.values()))
+    real_scheduler_step = scheduler.step
+
+    def after_update(*a, **k):  # the optimiser has stepped: the step is half done
+        if late.step == 3:
+            raise KeyboardInterrupt
+        return real_scheduler_step(*a, **k)
+
+    scheduler.step = after_update
+    assert late.train() == 130
+    assert [p.name for p in list_checkpoints(tmp_path / "c")] == ["step_2"]
