@@ -121,12 +121,17 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 = no EMA; else EMA of the trainable weights, used for validation and export
     max_bad_steps: int = 20  # consecutive non-finite losses tolerated (each skipped) before the run stops
     num_val_images: int = 4
-    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    # "none" or one of accelerate's trackers (tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab,
+    # trackio, all); checked against accelerate's list and the installed packages when the run starts
+    report_to: str = "tensorboard"
     log_every: int = 50
     save_every: int = 1_000
     eval_every: int = 1_000
     keep_last: int = 3
     resume: str | None = None  # a checkpoint folder, or "latest"
+    # a new run in a folder that holds another run's checkpoints / export: false = refuse; true = move the earlier
+    # run's files aside and delete them once this run saves its first checkpoint (docs/architecture.md, Training)
+    overwrite: bool = False
 
 
 @dataclass

@@ -6,7 +6,9 @@
 Runs the real `Trainer` on the task named by `train.stage`, with the task's `prepare_batch` wrapped to record the
 dataset indices each step sees on this process. Every process then writes `<train.output_dir>/probe_rank<k>.json`:
 the distributed set-up it ran under, the indices per step, and a checksum (float64 sum of squares and sha256 of
-the raw bytes) of every trainable parameter of the unwrapped module, before and after training.
+the raw bytes) of every trainable parameter of the unwrapped module, before and after training. With
+`--resume-check K` it instead compares a straight run with one stopped by Ctrl-C on rank 0 in step K and resumed
+(see `resume_check`).
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
+    parser.add_argument("--resume-check", type=int, default=0, metavar="K",
+                        help="instead: straight run vs. run stopped by a SIGINT to rank 0 in step K, then resumed")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
+    if args.resume_check:
+        return resume_check(args.config, args.overrides, args.resume_check)
     cfg = load_config(args.config, args.overrides)
     task = build_task(cfg.train.stage, cfg)
 
@@ -79,6 +85,49 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.train.output_dir) / f"probe_rank{report['process_index']}.json"
     out.write_text(json.dumps(report, indent=1))
     return code
+
+
+def resume_check(config: str, overrides: list[str], stop_in: int) -> int:
+    """Three runs in this launch: straight to `train.max_steps` in <output_dir>/straight; the same in
+    <output_dir>/resumed with a SIGINT sent to rank 0 alone inside step `stop_in` (every rank must stop after that
+    step and save); then `resume=latest` there to the end. Writes <output_dir>/resume_rank<k>.json."""
+    import os
+    import signal
+
+    from honestface.config import load_config
+    from honestface.training.tasks import build_task
+    from honestface.training.trainer import Trainer
+
+    out = Path(load_config(config, overrides).train.output_dir)
+
+    def trainer(name: str, *extra: str) -> Trainer:
+        cfg = load_config(config, [*overrides, f"train.output_dir={out / name}", *extra])
+        t = Trainer(cfg, build_task(cfg.train.stage, cfg))
+        # end_training would destroy the process group, which the next run of this launch still needs (a fresh
+        # init of a destroyed group hangs now and then); it goes when the process exits
+        t.accelerator.state.destroy_process_group = lambda group=None: None
+        return t
+
+    straight = trainer("straight")
+    report: dict[str, Any] = {"straight_code": straight.train()}
+    report["straight"] = parameter_checksums(straight.accelerator.unwrap_model(straight.module))
+    first = trainer("resumed")
+    rank = first.accelerator.process_index
+    prepare = first.task.prepare_batch
+
+    def interrupting_prepare_batch(batch: dict[str, Any], step: int) -> dict[str, Any]:
+        if rank == 0 and step == stop_in - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return prepare(batch, step)
+
+    first.task.prepare_batch = interrupting_prepare_batch
+    report.update(interrupted_code=first.train(), interrupted_step=first.step)
+    resumed = trainer("resumed", "train.resume=latest")
+    report["resumed_from"] = resumed.step
+    report["resumed_code"] = resumed.train()
+    report["resumed"] = parameter_checksums(resumed.accelerator.unwrap_model(resumed.module))
+    (out / f"resume_rank{rank}.json").write_text(json.dumps(report, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

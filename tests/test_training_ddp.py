@@ -92,3 +92,21 @@ def test_train_cli_under_cpu_ddp_config(sample_identities: Path, tmp_path: Path)
     checkpoint = out / "checkpoints" / "step_2"
     assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
+
+
+def test_cpu_ddp_ctrl_c_on_one_rank_then_resume_equals_a_straight_run(sample_identities: Path, tmp_path: Path):
+    """2 processes, cosine schedule with warm-up: a SIGINT to rank 0 alone inside step 3 stops both ranks after
+    that step with one checkpoint (no hang); `resume=latest` then ends with the straight run's exact weights."""
+    out = tmp_path / "run"
+    args = [f"data.train_dir={sample_identities}", f"train.output_dir={out}", "data.batch_size=2",
+            "train.report_to=none", "train.num_val_images=0", "train.save_every=1000", "train.max_steps=5",
+            "optim.scheduler=cosine", "optim.warmup_steps=2", "train.stage_params.scaling_batches=1"]
+    check_ok(launch([*CPU_DDP_FLAGS, "tests/ddp_probe.py", "--config", "configs/tiny/vae.yaml", "--resume-check", "3",
+                     *args]))
+    ranks = [json.loads((out / f"resume_rank{k}.json").read_text()) for k in (0, 1)]
+    for r in ranks:
+        assert (r["straight_code"], r["interrupted_code"], r["interrupted_step"]) == (0, 130, 3)
+        assert (r["resumed_from"], r["resumed_code"]) == (3, 0)
+        assert r["resumed"] == r["straight"]
+    assert ranks[0]["resumed"] == ranks[1]["resumed"]
+    assert sorted(p.name for p in (out / "resumed" / "checkpoints").iterdir()) == ["step_3", "step_5"]

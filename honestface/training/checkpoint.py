@@ -23,22 +23,31 @@ def checkpoint_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / CHECKPOINT_DIR
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+def list_checkpoints(output_dir: str | os.PathLike, run_id: str | None = None) -> list[Path]:
+    """Complete checkpoints in the folder, oldest first; with `run_id`, only those that run wrote."""
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return [p for _, p in sorted(found) if run_id is None or checkpoint_run_id(p) == run_id]
 
 
-def resolve_resume(resume: str | None, output_dir: str | os.PathLike) -> Path | None:
-    """`train.resume`: None -> no resume; "latest" -> newest checkpoint of this run (None if there is none yet);
-    else a checkpoint folder, which must exist."""
+def checkpoint_run_id(directory: Path) -> str | None:
+    """The run id recorded in a checkpoint (None: unreadable, or written before run ids were recorded)."""
+    try:
+        return read_state(directory).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_resume(resume: str | None, output_dir: str | os.PathLike, run_id: str | None = None) -> Path | None:
+    """`train.resume`: None -> no resume; "latest" -> newest checkpoint of the folder's run (`run_id`, from its
+    run.json, when it wrote any; else the newest checkpoint; None if there is none yet); else a checkpoint folder,
+    which must exist."""
     if resume is None:
         return None
     if resume == "latest":
-        found = list_checkpoints(output_dir)
+        found = (run_id is not None and list_checkpoints(output_dir, run_id)) or list_checkpoints(output_dir)
         return found[-1] if found else None
     path = Path(resume)
     if not (path.is_dir() and (path / STATE_FILE).is_file()):
@@ -56,19 +65,24 @@ def temporary_dir(output_dir: str | os.PathLike, step: int, create: bool = True)
     return tmp
 
 
-def commit(tmp: Path, step: int, keep_last: int) -> Path:
-    """Rename a finished temporary folder into place and delete the oldest checkpoints beyond `keep_last`."""
+def commit(tmp: Path, step: int, keep_last: int, run_id: str | None = None) -> Path:
+    """Rename a finished temporary folder into place and delete the oldest checkpoints beyond `keep_last`; with
+    `run_id`, only checkpoints of that run count and are deleted (another run's checkpoints are never touched)."""
     final = tmp.parent / f"step_{step}"
-    if final.exists():  # the same step saved again (e.g. Ctrl-C right after a periodic save)
-        shutil.rmtree(final)
+    replaced = tmp.parent / f".old-step_{step}"
+    if final.exists():  # the same step saved again: the old folder stays complete until the new one is in place
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(final, replaced)
     os.replace(tmp, final)
+    shutil.rmtree(replaced, ignore_errors=True)
     if keep_last > 0:
-        for old in list_checkpoints(tmp.parent.parent)[:-keep_last]:
+        for old in list_checkpoints(tmp.parent.parent, run_id)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def write_state(directory: Path, state: dict) -> None:
+    """Written last into the temporary folder (before `commit`), so its presence marks a complete checkpoint."""
     (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
 
 

@@ -12,7 +12,9 @@ bf16/fp16 autocast and loss scaling; FSDP/DeepSpeed through accelerate config fi
 - Gradient accumulation is explicit: a step takes `gradient_accumulation_steps` micro-batches per phase.
 - A non-finite loss on any process skips that step on every process (the backward still runs, so DDP stays in
   step); `train.max_bad_steps` in a row stop the run with an error, keeping the last good checkpoint.
-- Ctrl-C saves a checkpoint and exits cleanly (return code 130).
+- Ctrl-C finishes the current step, saves a checkpoint and exits cleanly (return code 130; interrupt.py).
+- One output folder holds one run (run ids, `train.overwrite`, atomic export swap: run_folder.py); a resume
+  continues the recorded learning-rate schedule or stops with an error (schedule.py).
 - Checkpoints hold only tensors and JSON (model, optimisers, schedulers, RNG states via accelerate with
   weights-only loading; EMA via safetensors; trainer state as JSON): loading one never runs code.
 """
@@ -21,12 +23,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,12 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
-from honestface.config import save_config
 from honestface.training import checkpoint as ckpt
+from honestface.training import run_folder
+from honestface.training.interrupt import DeferredInterrupt
+from honestface.training.schedule import build_scheduler, schedule_record
 from honestface.training.task import TrainingTask
+from honestface.training.trackers import check_report_to, log_image_grid
 
 EMA_FILE = "ema.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
@@ -70,9 +74,10 @@ class Trainer:
         self.cfg, self.task = cfg, task
         t = cfg.train
         self.output_dir = Path(t.output_dir)
+        log_with = check_report_to(t.report_to)
         self.accelerator = Accelerator(
             mixed_precision=t.mixed_precision,
-            log_with=None if t.report_to == "none" else t.report_to,
+            log_with=log_with,
             project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -80,13 +85,15 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0  # batches of the current epoch already consumed
         self.bad_steps = 0
+        self._position, self._updated, self._last_saved = (0, 0), False, 0  # see train(): Ctrl-C handling
         self._setup()
 
     # ------------------------------------------------------------------------------------------------- setup
     def _setup(self) -> None:
         acc, cfg = self.accelerator, self.cfg
-        if acc.is_main_process:
-            save_config(cfg, self.output_dir)
+        self.schedule = schedule_record(cfg.optim.scheduler, cfg.optim.warmup_steps, cfg.train.max_steps)
+        resume = ckpt.resolve_resume(cfg.train.resume, self.output_dir, run_folder.read_run_id(self.output_dir))
+        self.run_id, self.aside = run_folder.claim(acc, cfg, resume, self.schedule)
         groups = self.task.param_groups()
         lrs = self.task.learning_rates()
         self.optimizers = {
@@ -94,14 +101,9 @@ class Trainer:
                                     weight_decay=cfg.optim.weight_decay)
             for name, params in groups.items()
         }
-        from diffusers.optimization import get_scheduler
-
-        n = acc.num_processes  # accelerate steps a prepared scheduler once per process
-        self.schedulers = {
-            name: get_scheduler(cfg.optim.scheduler, opt, num_warmup_steps=cfg.optim.warmup_steps * n,
-                                num_training_steps=cfg.train.max_steps * n)
-            for name, opt in self.optimizers.items()
-        }
+        self.schedulers = {name: build_scheduler(cfg.optim.scheduler, opt, cfg.optim.warmup_steps,
+                                                 cfg.train.max_steps, acc.num_processes)
+                           for name, opt in self.optimizers.items()}
         dataset = self.task.train_dataset()
         self.sampler = EpochSampler(len(dataset), cfg.train.seed)
         # The loader's own generator: starting an epoch (or a resumed, skipping one) draws the workers' base seed
@@ -131,7 +133,6 @@ class Trainer:
         acc.register_load_state_pre_hook(self._load_trainable)
         if acc.is_main_process and cfg.train.report_to != "none":
             acc.init_trackers("honestface")
-        resume = ckpt.resolve_resume(cfg.train.resume, self.output_dir)
         if resume is not None:
             self._load(resume)
 
@@ -167,42 +168,57 @@ class Trainer:
         bar = tqdm(total=t.max_steps, initial=self.step, disable=not acc.is_local_main_process, desc="train",
                    dynamic_ncols=True)
         batches = self._batches()
-        last_saved = self.step
+        stop = DeferredInterrupt()
         try:
-            while self.step < t.max_steps:
-                start = time.perf_counter()
-                micro = [next(batches) for _ in range(t.gradient_accumulation_steps)]
-                logs = self._train_step(micro)
-                self.step += 1
-                bar.update(1)
-                if logs is not None:
-                    seconds = time.perf_counter() - start
-                    images = t.gradient_accumulation_steps * self.cfg.data.batch_size * acc.num_processes
-                    logs.update({"perf/images_per_s": images / seconds, "perf/step_s": seconds,
-                                 "perf/peak_memory_gb": _peak_memory_gb(acc.device)})
-                    if self.step % t.log_every == 0 or self.step == 1:
-                        acc.log(logs, step=self.step)
-                        bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items() if k.startswith("loss/")})
-                if self.val_batch is not None and self.step % t.eval_every == 0:
-                    self._log_images()
-                if self.step % t.save_every == 0:
-                    self.save()
-                    last_saved = self.step
+            with stop:
+                self._train_loop(batches, bar, stop)
         except KeyboardInterrupt:
-            if self.step > last_saved:
-                self.save()
-            acc.print(f"interrupted at step {self.step}; checkpoint saved in {ckpt.checkpoint_root(self.output_dir)}")
+            if self._updated:  # a second Ctrl-C inside a step that already changed weights: not resumable
+                acc.print(f"interrupted inside step {self.step + 1}; the last complete checkpoint is in "
+                          f"{ckpt.checkpoint_root(self.output_dir)}")
+            else:
+                self.epoch, self.batch_in_epoch = self._position  # the broken step's batches are drawn again
+                if self.step > self._last_saved:
+                    self.save()
+                acc.print(f"interrupted at step {self.step}; checkpoint saved in {ckpt.checkpoint_root(self.output_dir)}")
             acc.end_training()
             return 130
         finally:
             bar.close()
-        if self.step > last_saved:
+        if self.step > self._last_saved:
             self.save()
         if self.val_batch is not None:
             self._log_images()
         self.export()
         acc.end_training()
         return 0
+
+    def _train_loop(self, batches: Iterator[dict[str, Any]], bar: Any, stop: DeferredInterrupt) -> None:
+        acc, t = self.accelerator, self.cfg.train
+        self._last_saved = self.step
+        while self.step < t.max_steps:
+            self._position, self._updated = (self.epoch, self.batch_in_epoch), False
+            if stop.stop_now(acc):
+                raise KeyboardInterrupt
+            start = time.perf_counter()
+            micro = [next(batches) for _ in range(t.gradient_accumulation_steps)]
+            logs = self._train_step(micro)
+            self.step += 1
+            self._position, self._updated = (self.epoch, self.batch_in_epoch), False  # a finished step
+            bar.update(1)
+            if logs is not None:
+                seconds = time.perf_counter() - start
+                images = t.gradient_accumulation_steps * self.cfg.data.batch_size * acc.num_processes
+                logs.update({"perf/images_per_s": images / seconds, "perf/step_s": seconds,
+                             "perf/peak_memory_gb": _peak_memory_gb(acc.device)})
+                if self.step % t.log_every == 0 or self.step == 1:
+                    acc.log(logs, step=self.step)
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items() if k.startswith("loss/")})
+            if self.val_batch is not None and self.step % t.eval_every == 0:
+                self._log_images()
+            if self.step % t.save_every == 0:
+                self.save()
+                self._last_saved = self.step
 
     def _train_step(self, micro: list[dict[str, Any]]) -> dict[str, float] | None:
         """All phases of one step; returns the logs, or None when the step was skipped for a non-finite loss."""
@@ -233,6 +249,7 @@ class Trainer:
             params = [p for g in opt.param_groups for p in g["params"]]
             if self.cfg.optim.grad_clip > 0:
                 logs[f"grad_norm/{phase}"] = float(acc.clip_grad_norm_(params, self.cfg.optim.grad_clip))
+            self._updated = True
             opt.step()
             self.schedulers[phase].step()
             opt.zero_grad(set_to_none=True)
@@ -271,32 +288,27 @@ class Trainer:
         columns = [((v.float().clamp(-1, 1) + 1) / 2).cpu() for v in images.values()]  # each (B, 3, H, W)
         rows = torch.stack(columns, dim=1).flatten(0, 1)  # (B * n_columns, 3, H, W)
         grid = make_grid(rows, nrow=len(columns), padding=2)
-        tracker = acc.get_tracker("tensorboard", unwrap=True)
-        if hasattr(tracker, "add_image"):
-            tracker.add_image("validation/" + "|".join(images), grid, self.step)
+        log_image_grid(acc.trackers, "validation/" + "|".join(images), grid, self.step)
 
-    def _ema_weights(self):
+    @contextmanager
+    def _ema_weights(self) -> Iterator[None]:
         """Context: the EMA weights swapped in (validation, export), the training weights restored after."""
-        ema, params = self.ema, None
-        if ema is not None:
-            params = self.task.param_groups()[next(iter(self.optimizers))]
-
-        class _Swap:
-            def __enter__(self) -> None:
-                if ema is not None:
-                    ema.store(params)
-                    ema.copy_to(params)
-
-            def __exit__(self, *exc: object) -> None:
-                if ema is not None:
-                    ema.restore(params)
-
-        return _Swap()
+        if self.ema is None:
+            yield
+            return
+        params = self.task.param_groups()[next(iter(self.optimizers))]
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "bad_steps": self.bad_steps, "num_processes": self.accelerator.num_processes}
+                "bad_steps": self.bad_steps, "num_processes": self.accelerator.num_processes,
+                "run_id": self.run_id, "schedule": self.schedule}
 
     def save(self) -> Path | None:
         """Atomic checkpoint of everything needed to continue exactly; keeps the last `train.keep_last`."""
@@ -313,7 +325,9 @@ class Trainer:
                 save_file({f"shadow.{i}": p.detach().contiguous().cpu() for i, p in enumerate(self.ema.shadow_params)},
                           str(tmp / EMA_FILE), metadata={"optimization_step": str(self.ema.optimization_step)})
             ckpt.write_state(tmp, self.state())
-            final = ckpt.commit(tmp, self.step, self.cfg.train.keep_last)
+            final = ckpt.commit(tmp, self.step, self.cfg.train.keep_last, self.run_id)
+            run_folder.drop_aside(self.aside)  # an overwritten run goes once this run has a checkpoint
+            self.aside = None
         acc.wait_for_everyone()
         return final
 
@@ -345,10 +359,7 @@ class Trainer:
 
     def _load(self, directory: Path) -> None:
         acc = self.accelerator
-        state = ckpt.read_state(directory)
-        if state.get("num_processes", acc.num_processes) != acc.num_processes:
-            raise ValueError(f"{directory} was saved by {state['num_processes']} processes; resume it with the same "
-                             f"number (now {acc.num_processes}) so the data order continues exactly")
+        state = ckpt.read_state(directory)  # process count and schedule were checked by run_folder.claim
         acc.load_state(str(directory))
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.bad_steps = int(state["batch_in_epoch"]), int(state["bad_steps"])
@@ -362,20 +373,22 @@ class Trainer:
         acc.print(f"resumed from {directory} at step {self.step}")
 
     def export(self) -> Path | None:
-        """The final model (EMA weights when enabled) in `<output_dir>/final`, written atomically."""
+        """The final model (EMA weights when enabled) in `<output_dir>/final`: written into a temporary sibling and
+        swapped in by renames (run_folder.swap_in), so a complete `final/` exists at every moment once one did."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if not acc.is_main_process:
             return None
-        final = self.output_dir / "final"
         tmp = self.output_dir / ".tmp-final"
         shutil.rmtree(tmp, ignore_errors=True)
-        with self._ema_weights():
-            self.task.export(acc.unwrap_model(self.module), tmp)
-        (tmp / "training.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.train.stage}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            with self._ema_weights():
+                self.task.export(acc.unwrap_model(self.module), tmp)
+            (tmp / "training.json").write_text(json.dumps({"step": self.step, "stage": self.cfg.train.stage}))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # the old final/ was never touched
+            raise
+        final = run_folder.swap_in(tmp, self.output_dir)
         acc.print(f"exported {final}")
         return final
 
