@@ -44,10 +44,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from roofline import count_flops, machine_throughput
+
 from honestface.data.degradation import Degradation, sample_seed
 from honestface.data.samples import SAMPLES, load_sample
 from honestface.metrics.iqa import IQAMetrics
-from roofline import count_flops, machine_throughput
 
 METRICS = {"psnr": "psnr", "ssim": "ssim", "lpips": "lpips", "lpips_vgg": "lpips-vgg", "dists": "dists"}  # ours: pyiqa
 NETWORKS = ("lpips", "lpips_vgg", "dists")

@@ -181,14 +181,13 @@ def saved_state(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", [
-    "model.safetensors", "optimizer.bin", "scheduler.bin", "custom_checkpoint_0.pkl",
-    pytest.param("random_states_0.pkl", marks=pytest.mark.xfail(
-        raises=_LoadedWithoutError, strict=True, reason="accelerate's load_accelerator_state reads the RNG file "
-        "weights-only but catches any error of it and only logs 'Could not load random states' (INFO): the resume "
-        "goes on with other random states; Trainer._load would have to check the file before acc.load_state")),
-])
+    "model.safetensors", "optimizer.bin", "scheduler.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl"])
 def test_resuming_a_training_state_runs_no_code(saved_state, tmp_path: Path, name: str) -> None:
+    """What Trainer._load runs: the random-state check (accelerate alone only logs a bad RNG file and goes on),
+    then accelerate's load_state."""
     import shutil
+
+    from honestface.training.checkpoint import check_random_states
 
     acc, folder = saved_state
     copy = tmp_path / "step_1"
@@ -196,6 +195,7 @@ def test_resuming_a_training_state_runs_no_code(saved_state, tmp_path: Path, nam
     marker = tmp_path / "MARKER"
     _write(copy / name, marker, "zip")
     try:
+        check_random_states(copy, acc.process_index)
         acc.load_state(str(copy))
         error = None
     except Exception as err:  # noqa: BLE001 (accelerate's and torch's own error types)
@@ -204,4 +204,5 @@ def test_resuming_a_training_state_runs_no_code(saved_state, tmp_path: Path, nam
     if error is None:
         raise _LoadedWithoutError(name)
     assert "Weights only load failed" in str(error) or "deserializing header" in str(error) or \
-        "Number of custom checkpoints" in str(error), str(error)
+        "Number of custom checkpoints" in str(error) or "not a weights-only random-state file" in str(error), \
+        str(error)

@@ -88,3 +88,22 @@ def write_state(directory: Path, state: dict) -> None:
 
 def read_state(directory: Path) -> dict:
     return json.loads((directory / STATE_FILE).read_text())
+
+
+def check_random_states(directory: Path, process_index: int) -> None:
+    """Read this process's `random_states_<rank>.pkl` the way accelerate's `load_state` does (weights-only) and
+    raise WeightsError when that fails. accelerate catches any failure of that file and only logs it at INFO, so a
+    damaged or tampered file would silently resume with other random states: no longer the exact resume promised."""
+    from accelerate.utils import load
+
+    from honestface.weights import WeightsError
+
+    path = directory / f"random_states_{process_index}.pkl"
+    if not path.is_file():
+        return  # accelerate saves none for some set-ups; it then skips the RNG states itself
+    try:
+        load(path)
+    except Exception as err:  # torch's unpickling errors have no common type
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"{path}: not a weights-only random-state file, refusing to resume from it ({first})") \
+            from err

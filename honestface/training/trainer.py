@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
@@ -46,6 +47,8 @@ from honestface.training.trackers import check_report_to, log_image_grid
 
 EMA_FILE = "ema.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
+
+log = get_logger(__name__)  # main process only (accelerate's adapter), a child of the `honestface` logger
 
 
 class EpochSampler(Sampler[int]):
@@ -174,13 +177,14 @@ class Trainer:
                 self._train_loop(batches, bar, stop)
         except KeyboardInterrupt:
             if self._updated:  # a second Ctrl-C inside a step that already changed weights: not resumable
-                acc.print(f"interrupted inside step {self.step + 1}; the last complete checkpoint is in "
-                          f"{ckpt.checkpoint_root(self.output_dir)}")
+                log.warning("interrupted inside step %d; the last complete checkpoint is in %s", self.step + 1,
+                            ckpt.checkpoint_root(self.output_dir))
             else:
                 self.epoch, self.batch_in_epoch = self._position  # the broken step's batches are drawn again
                 if self.step > self._last_saved:
                     self.save()
-                acc.print(f"interrupted at step {self.step}; checkpoint saved in {ckpt.checkpoint_root(self.output_dir)}")
+                log.warning("interrupted at step %d; checkpoint saved in %s", self.step,
+                            ckpt.checkpoint_root(self.output_dir))
             acc.end_training()
             return 130
         finally:
@@ -243,7 +247,8 @@ class Trainer:
             if not bool(phase_finite):
                 finite = False
                 bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
-                acc.print(f"warning: non-finite {phase} loss at step {self.step} ({', '.join(bad) or ('loss' if acc.num_processes == 1 else 'another process')})")
+                where = ", ".join(bad) or ("loss" if acc.num_processes == 1 else "another process")
+                log.warning("non-finite %s loss at step %d (%s)", phase, self.step, where)
                 opt.zero_grad(set_to_none=True)
                 break
             params = [p for g in opt.param_groups for p in g["params"]]
@@ -256,8 +261,8 @@ class Trainer:
             logs[f"lr/{phase}"] = self.schedulers[phase].get_last_lr()[0]
         if not finite:
             self.bad_steps += 1
-            acc.print(f"step {self.step} skipped ({self.bad_steps} in a row; limit "
-                      f"train.max_bad_steps={self.cfg.train.max_bad_steps})")
+            log.warning("step %d skipped (%d in a row; limit train.max_bad_steps=%d)", self.step, self.bad_steps,
+                        self.cfg.train.max_bad_steps)
             if self.bad_steps > self.cfg.train.max_bad_steps:
                 raise BadLossError(f"{self.bad_steps} non-finite losses in a row at step {self.step}; stopping. The "
                                    f"last good checkpoint is in {ckpt.checkpoint_root(self.output_dir)}")
@@ -360,6 +365,7 @@ class Trainer:
     def _load(self, directory: Path) -> None:
         acc = self.accelerator
         state = ckpt.read_state(directory)  # process count and schedule were checked by run_folder.claim
+        ckpt.check_random_states(directory, acc.process_index)  # accelerate would only log a bad one
         acc.load_state(str(directory))
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.bad_steps = int(state["batch_in_epoch"]), int(state["bad_steps"])
@@ -370,7 +376,7 @@ class Trainer:
                 for i, p in enumerate(self.ema.shadow_params):
                     p.copy_(f.get_tensor(f"shadow.{i}"))
                 self.ema.optimization_step = int(f.metadata()["optimization_step"])
-        acc.print(f"resumed from {directory} at step {self.step}")
+        log.info("resumed from %s at step %d", directory, self.step)
 
     def export(self) -> Path | None:
         """The final model (EMA weights when enabled) in `<output_dir>/final`: written into a temporary sibling and
@@ -389,7 +395,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)  # the old final/ was never touched
             raise
         final = run_folder.swap_in(tmp, self.output_dir)
-        acc.print(f"exported {final}")
+        log.info("exported %s", final)
         return final
 
 
