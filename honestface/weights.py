@@ -8,9 +8,7 @@ Lookup order of `resolve_weight(name, path)`: an explicit `path` (a config value
 `$HONESTFACE_HOME` (default `~/.cache/honestface`) / the entry's relative path. A missing weight raises
 `MissingWeightError` whose one-line message names the file, the config key and where to get it.
 
-Downloads (`fetch_weight`) use only urllib: bytes go to `<target>.part`, an existing `.part` is resumed with a
-`Range` request (a server that answers 200 instead of 206 restarts from zero), the sha256 is checked when the
-table knows it, and only then is the file renamed into place, so a final path never holds a partial file.
+Downloads (`fetch_weight`) are in `honestface.weights_download`.
 
 Our choices: names are matched case-insensitively with `.`/`-` treated as `_` (so `weights.retinaface_mobilenet0_25`
 works as a config key); hash results are cached in memory by (path, size, mtime); zip packs are extracted flat.
@@ -21,15 +19,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import http.client
 import os
-import shutil
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +30,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "CheckResult", "ChecksumError", "MissingWeightError", "WeightEntry", "WeightFile",
-    "WeightsError", "check_weight", "fetch_weight", "file_sha256", "get_entry", "list_entries", "register_weight",
+    "WeightsError", "check_weight", "file_sha256", "get_entry", "list_entries", "register_weight",
     "resolve_weight", "unknown_weight_key", "unregister_weight", "verify_weight", "weight_config_names",
     "weight_status", "weights_home",
 ]
@@ -48,7 +38,6 @@ __all__ = [
 ENV_HOME = "HONESTFACE_HOME"
 DEFAULT_HOME = "~/.cache/honestface"
 FETCH_COMMAND = "python scripts/weights.py fetch"
-_USER_AGENT = "honestface-weights/1 (urllib)"
 _CHUNK = 1 << 20
 
 NameOrEntry = str | WeightEntry
@@ -309,189 +298,3 @@ def weight_status(name: NameOrEntry, *, home: PathLike | None = None) -> str:
     if not p.is_dir():
         return "missing"
     return "present" if all(_find_inner(p, wf) is not None for wf in entry.files) else "incomplete"
-
-
-# --------------------------------------------------------------------------------------------------- download
-
-class _Progress:
-    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
-        self.label, self.total, self.enabled = label, total, enabled
-        self.last = 0.0
-
-    def update(self, done: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not final and now - self.last < 0.25):
-            return
-        self.last = now
-        mib = done / 2**20
-        if self.total:
-            text = f"{mib:.1f}/{self.total / 2**20:.1f} MiB ({100 * done / self.total:.0f}%)"
-        else:
-            text = f"{mib:.1f} MiB"
-        sys.stderr.write(f"\r{self.label}: {text}" + ("\n" if final else ""))
-        sys.stderr.flush()
-
-
-def _content_range_start(value: str | None) -> int | None:
-    # "bytes 100-199/200" -> 100
-    try:
-        return int(value.split()[1].split("-")[0]) if value else None
-    except (IndexError, ValueError):
-        return None
-
-
-def _download(entry: WeightEntry, url: str, target: Path, sha256: str | None, size: int | None,
-              timeout: float, progress: bool) -> None:
-    """One URL -> target via target.part (resumed with Range when it exists); verify, then rename."""
-    part = target.with_name(target.name + ".part")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):  # a second round only when the server resumed at the wrong offset
-        offset = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code == 416 and offset:  # nothing left to send: the .part is already complete
-                break
-            raise
-        with response:
-            if offset and response.status == 206:
-                if _content_range_start(response.headers.get("Content-Range")) != offset:
-                    part.unlink()
-                    continue
-                mode = "ab"
-            else:  # 200: the server ignored Range (or there was nothing to resume): start from zero
-                offset, mode = 0, "wb"
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length is not None else None
-            total = offset + expected if expected is not None else size
-            bar = _Progress(f"{entry.name} <- {url}", total, progress)
-            received = 0
-            try:
-                with open(part, mode) as f:
-                    for chunk in iter(functools.partial(response.read, _CHUNK), b""):
-                        f.write(chunk)
-                        received += len(chunk)
-                        bar.update(offset + received)
-            except (OSError, http.client.HTTPException) as e:
-                raise WeightsError(f"download of {url} interrupted after {offset + received} bytes ({e}); "
-                                   f"run the same fetch again to resume from {part}") from e
-            bar.update(offset + received, final=True)
-        if expected is not None and received < expected:
-            raise WeightsError(f"download of {url} stopped after {offset + received} of {offset + expected} bytes; "
-                               f"run the same fetch again to resume from {part}")
-        break
-    got = part.stat().st_size
-    if size is not None and got != size:
-        part.unlink()
-        raise ChecksumError(f"size mismatch for {url} (weight '{entry.name}'): expected {size} bytes, got {got}; "
-                            "the partial file was deleted")
-    digest = _sha256_of_file(part) if sha256 is not None else None
-    if digest is not None and not digest.startswith(sha256):
-        part.unlink()
-        raise ChecksumError(f"sha256 mismatch for {url} (weight '{entry.name}', config key {entry.config_key}): "
-                            f"expected {sha256}, got {digest}; the partial file was deleted")
-    os.replace(part, target)
-    if digest is not None:
-        _HASH_CACHE[_cache_key(target)] = digest
-
-
-def _download_first(entry: WeightEntry, urls: list[str], target: Path, sha256: str | None, size: int | None,
-                    timeout: float, progress: bool) -> None:
-    """Try mirrors in order. A .part left by a previous run is resumed from the first URL only."""
-    errors: list[str] = []
-    last: Exception | None = None
-    for i, url in enumerate(urls):
-        part = target.with_name(target.name + ".part")
-        if i > 0 and part.exists():
-            part.unlink()  # never splice bytes of two different mirrors
-        try:
-            _download(entry, url, target, sha256, size, timeout, progress)
-            return
-        except ChecksumError as e:
-            last = e
-            errors.append(str(e))
-        except (urllib.error.URLError, OSError, http.client.HTTPException, WeightsError) as e:
-            last = e
-            errors.append(f"{url}: {e}")
-    if len(urls) == 1 and last is not None and isinstance(last, WeightsError):
-        raise last
-    error = ChecksumError if isinstance(last, ChecksumError) else WeightsError
-    raise error(f"could not download weight '{entry.name}' to {target}: {' | '.join(errors)}; "
-                f"get it by hand from: {entry.hint}")
-
-
-def _extract_zip(entry: WeightEntry, archive: Path, folder: Path, force: bool) -> None:
-    """Extract every file of `archive` flat into `folder` (basenames only), each through a .part rename."""
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                base = Path(info.filename).name
-                if info.is_dir() or not base or base.startswith(".") or "__MACOSX" in info.filename:
-                    continue
-                out = folder / base
-                if out.exists() and not force:
-                    continue
-                part = out.with_name(out.name + ".part")
-                with zf.open(info) as src, open(part, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
-                os.replace(part, out)
-    except zipfile.BadZipFile as e:
-        archive.unlink()
-        raise WeightsError(f"downloaded archive {archive} for weight '{entry.name}' is not a zip ({e}); "
-                           "it was deleted, run the fetch again") from e
-
-
-def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | None = None, *, force: bool = False,
-                 progress: bool = True, timeout: float = 60.0, home: PathLike | None = None) -> Path:
-    """Download weight `name` (to `dest`, default $HONESTFACE_HOME/<relpath>) and return its resolved path.
-
-    url: overrides the table's URLs (for a folder entry: the base URL; for a zip entry: the archive URL).
-    Present files are kept unless `force`; a present file with a published hash is verified first.
-    """
-    entry = get_entry(name)
-    target = Path(dest).expanduser() if dest is not None else weights_home(home) / entry.relpath
-    if entry.kind == "file" and target.is_dir():  # a folder was given: the file goes inside it
-        target = target / Path(entry.relpath).name
-    urls = [url] if url else list(entry.urls)
-    if not urls:
-        raise WeightsError(f"weight '{entry.name}' has no direct download URL; get it from: {entry.hint}; "
-                           f"then put it at {target} or point config key {entry.config_key} at it")
-    if entry.kind == "dir":
-        target.mkdir(parents=True, exist_ok=True)
-        for wf in entry.files:
-            if not force and _find_inner(target, wf) is not None:
-                continue
-            errors: list[str] = []
-            for inner in wf.names():
-                try:
-                    sha, size = (wf.sha256, wf.size) if inner == wf.path else (None, None)
-                    _download_first(entry, [f"{u.rstrip('/')}/{inner}" for u in urls], target / inner, sha, size,
-                                    timeout, progress)
-                    break
-                except WeightsError as e:
-                    errors.append(str(e))
-            else:
-                raise WeightsError(" | ".join(errors))
-        return resolve_weight(entry, target)
-    if target.exists() and not force:
-        verify_weight(entry, target)
-        return target
-    if force:
-        target.with_name(target.name + ".part").unlink(missing_ok=True)
-    if entry.archive == "zip":
-        zip_name = Path(urllib.parse.urlparse(urls[0]).path).name or f"{entry.name}.zip"
-        archive = target.parent / zip_name
-        if force or not archive.exists():
-            _download_first(entry, urls, archive, None, None, timeout, progress)
-        _extract_zip(entry, archive, target.parent, force)
-        archive.unlink(missing_ok=True)
-        if not target.is_file():
-            raise WeightsError(f"archive {zip_name} holds no file named {target.name} (weight '{entry.name}')")
-        verify_weight(entry, target)
-    else:
-        _download_first(entry, urls, target, entry.sha256, entry.size, timeout, progress)
-    return resolve_weight(entry, target)

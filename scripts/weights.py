@@ -32,6 +32,7 @@ from _bootstrap import fail, start_logging  # (also puts the repository on sys.p
 
 from honestface import weights as hw
 from honestface.log import add_logging_arguments
+from honestface.weights_download import fetch_weight
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -99,7 +100,7 @@ def fetch_released(name: str, args: argparse.Namespace) -> int:
             print(f"present  {part}: {target}")
         elif entry.downloadable:
             try:
-                path = hw.fetch_weight(part, force=args.force, progress=not args.quiet, timeout=args.timeout,
+                path = fetch_weight(part, force=args.force, progress=not args.quiet, timeout=args.timeout,
                                        home=args.home)
                 print(f"fetched  {part}: {path}")
             except hw.WeightsError as e:
@@ -135,7 +136,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     failed = 0
     for name in args.names:
         try:
-            path = hw.fetch_weight(name, args.dest, args.url, force=args.force, progress=not args.quiet,
+            path = fetch_weight(name, args.dest, args.url, force=args.force, progress=not args.quiet,
                                    timeout=args.timeout, home=args.home)
         except hw.WeightsError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ import pytest
 
 from honestface import weights as hw
 from honestface.weights import WeightEntry, WeightFile
+from honestface.weights_download import fetch_weight
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10244 bytes, no repeats at the half-way point
@@ -255,12 +256,12 @@ def test_hash_is_cached_by_path_size_mtime(entry_factory, tmp_path, monkeypatch)
 def test_fetch_downloads_and_verifies(weights_home, server, entry_factory):
     server.routes["/w.bin"] = PAYLOAD
     entry = entry_factory("_t_dl", urls=(server.base + "/w.bin",), sha256=PAYLOAD_SHA, size=len(PAYLOAD))
-    path = hw.fetch_weight(entry, progress=False)
+    path = fetch_weight(entry, progress=False)
     assert path == weights_home / "test" / "_t_dl.bin"
     assert path.read_bytes() == PAYLOAD and not path.with_name(path.name + ".part").exists()
     assert hw.resolve_weight(entry, verify=True) == path
     n = len(server.requests)
-    hw.fetch_weight(entry, progress=False)  # already present and intact: no request
+    fetch_weight(entry, progress=False)  # already present and intact: no request
     assert len(server.requests) == n
 
 
@@ -271,7 +272,7 @@ def test_fetch_resumes_part_with_range(weights_home, server, entry_factory):
     part.parent.mkdir(parents=True)
     half = len(PAYLOAD) // 2
     part.write_bytes(PAYLOAD[:half])
-    path = hw.fetch_weight(entry, progress=False)
+    path = fetch_weight(entry, progress=False)
     assert server.requests == [("/w.bin", f"bytes={half}-")]
     assert path.read_bytes() == PAYLOAD and not part.exists()
 
@@ -283,7 +284,7 @@ def test_fetch_resume_through_redirect(weights_home, server, entry_factory):
     part = weights_home / "test" / "_t_redirect.bin.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(PAYLOAD[:1000])
-    assert hw.fetch_weight(entry, progress=False).read_bytes() == PAYLOAD
+    assert fetch_weight(entry, progress=False).read_bytes() == PAYLOAD
     assert ("/real.bin", "bytes=1000-") in server.requests
 
 
@@ -293,7 +294,7 @@ def test_complete_part_answered_416_is_kept(weights_home, server, entry_factory)
     part = weights_home / "test" / "_t_416.bin.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(PAYLOAD)  # a run that died between the last byte and the rename
-    assert hw.fetch_weight(entry, progress=False).read_bytes() == PAYLOAD
+    assert fetch_weight(entry, progress=False).read_bytes() == PAYLOAD
     assert server.requests == [("/w.bin", f"bytes={len(PAYLOAD)}-")]
 
 
@@ -304,7 +305,7 @@ def test_fetch_server_ignoring_range_restarts_from_zero(weights_home, server, en
     part = weights_home / "test" / "_t_norange.bin.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"\xff" * 3000)  # stale bytes that must not end up in the file
-    path = hw.fetch_weight(entry, progress=False)
+    path = fetch_weight(entry, progress=False)
     assert server.requests[0][1] == "bytes=3000-"
     assert path.read_bytes() == PAYLOAD
 
@@ -313,7 +314,7 @@ def test_fetch_sha_mismatch_leaves_no_file(weights_home, server, entry_factory):
     server.routes["/w.bin"] = PAYLOAD
     entry = entry_factory("_t_bad", urls=(server.base + "/w.bin",), sha256=hashlib.sha256(b"other").hexdigest())
     with pytest.raises(hw.ChecksumError, match="sha256 mismatch"):
-        hw.fetch_weight(entry, progress=False)
+        fetch_weight(entry, progress=False)
     target = weights_home / "test" / "_t_bad.bin"
     assert not target.exists() and not target.with_name(target.name + ".part").exists()
 
@@ -324,11 +325,11 @@ def test_interrupted_download_keeps_part_then_resumes(weights_home, server, entr
     entry = entry_factory("_t_cut", urls=(server.base + "/w.bin",), sha256=PAYLOAD_SHA)
     target = weights_home / "test" / "_t_cut.bin"
     with pytest.raises(hw.WeightsError, match="resume"):
-        hw.fetch_weight(entry, progress=False)
+        fetch_weight(entry, progress=False)
     part = target.with_name(target.name + ".part")
     assert not target.exists() and part.read_bytes() == PAYLOAD[:4000]
     server.truncate_at = None
-    assert hw.fetch_weight(entry, progress=False).read_bytes() == PAYLOAD
+    assert fetch_weight(entry, progress=False).read_bytes() == PAYLOAD
     assert server.requests[-1] == ("/w.bin", "bytes=4000-")
 
 
@@ -338,7 +339,7 @@ def test_fetch_directory_entry_and_alternative_names(weights_home, server, entry
     entry = entry_factory("_t_dir", kind="dir", relpath="test/model", urls=(server.base + "/repo",),
                           files=(WeightFile("unet/config.json"),
                                  WeightFile("unet/model.safetensors", ("unet/model.bin",))))
-    path = hw.fetch_weight(entry, progress=False)
+    path = fetch_weight(entry, progress=False)
     assert path == weights_home / "test" / "model"
     assert (path / "unet" / "config.json").read_bytes() == b'{"a": 1}'
     assert (path / "unet" / "model.bin").read_bytes() == PAYLOAD
@@ -353,14 +354,14 @@ def test_fetch_zip_pack_extracts_members(weights_home, server, entry_factory):
     server.routes["/pack.zip"] = buf.getvalue()
     entry = entry_factory("_t_zip", relpath="test/pack/det.onnx", urls=(server.base + "/pack.zip",),
                           archive="zip", sha256=PAYLOAD_SHA)
-    path = hw.fetch_weight(entry, progress=False)
+    path = fetch_weight(entry, progress=False)
     assert path.read_bytes() == PAYLOAD and (path.parent / "rec.onnx").read_bytes() == b"rec"
     assert not (path.parent / "pack.zip").exists()
 
 
 def test_fetch_without_url_explains_where_to_get_it(weights_home):
     with pytest.raises(hw.WeightsError, match="no direct download URL") as err:
-        hw.fetch_weight("osdface_vre", progress=False)
+        fetch_weight("osdface_vre", progress=False)
     assert "Google Drive" in str(err.value) and "weights.osdface_vre" in str(err.value)
 
 
