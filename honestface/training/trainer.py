@@ -22,6 +22,7 @@ bf16/fp16 autocast and loss scaling; FSDP/DeepSpeed through accelerate config fi
 from __future__ import annotations
 
 import json
+import logging
 import math
 import resource
 import shutil
@@ -33,7 +34,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
@@ -48,7 +48,13 @@ from honestface.training.trackers import check_report_to, log_image_grid
 EMA_FILE = "ema.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
 
-log = get_logger(__name__)  # main process only (accelerate's adapter), a child of the `honestface` logger
+log = logging.getLogger(__name__)  # a child of the `honestface` logger
+
+
+def _say(acc: Accelerator, level: int, msg: str, *args: Any) -> None:
+    """Log on the main process only (what `acc.print` did, through the library logger)."""
+    if acc.is_main_process:
+        log.log(level, msg, *args)
 
 
 class EpochSampler(Sampler[int]):
@@ -177,14 +183,14 @@ class Trainer:
                 self._train_loop(batches, bar, stop)
         except KeyboardInterrupt:
             if self._updated:  # a second Ctrl-C inside a step that already changed weights: not resumable
-                log.warning("interrupted inside step %d; the last complete checkpoint is in %s", self.step + 1,
-                            ckpt.checkpoint_root(self.output_dir))
+                _say(acc, logging.WARNING, "interrupted inside step %d; the last complete checkpoint is in %s",
+                     self.step + 1, ckpt.checkpoint_root(self.output_dir))
             else:
                 self.epoch, self.batch_in_epoch = self._position  # the broken step's batches are drawn again
                 if self.step > self._last_saved:
                     self.save()
-                log.warning("interrupted at step %d; checkpoint saved in %s", self.step,
-                            ckpt.checkpoint_root(self.output_dir))
+                _say(acc, logging.WARNING, "interrupted at step %d; checkpoint saved in %s", self.step,
+                     ckpt.checkpoint_root(self.output_dir))
             acc.end_training()
             return 130
         finally:
@@ -248,7 +254,7 @@ class Trainer:
                 finite = False
                 bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
                 where = ", ".join(bad) or ("loss" if acc.num_processes == 1 else "another process")
-                log.warning("non-finite %s loss at step %d (%s)", phase, self.step, where)
+                _say(acc, logging.WARNING, "non-finite %s loss at step %d (%s)", phase, self.step, where)
                 opt.zero_grad(set_to_none=True)
                 break
             params = [p for g in opt.param_groups for p in g["params"]]
@@ -261,8 +267,8 @@ class Trainer:
             logs[f"lr/{phase}"] = self.schedulers[phase].get_last_lr()[0]
         if not finite:
             self.bad_steps += 1
-            log.warning("step %d skipped (%d in a row; limit train.max_bad_steps=%d)", self.step, self.bad_steps,
-                        self.cfg.train.max_bad_steps)
+            _say(acc, logging.WARNING, "step %d skipped (%d in a row; limit train.max_bad_steps=%d)", self.step,
+                 self.bad_steps, self.cfg.train.max_bad_steps)
             if self.bad_steps > self.cfg.train.max_bad_steps:
                 raise BadLossError(f"{self.bad_steps} non-finite losses in a row at step {self.step}; stopping. The "
                                    f"last good checkpoint is in {ckpt.checkpoint_root(self.output_dir)}")
@@ -376,7 +382,7 @@ class Trainer:
                 for i, p in enumerate(self.ema.shadow_params):
                     p.copy_(f.get_tensor(f"shadow.{i}"))
                 self.ema.optimization_step = int(f.metadata()["optimization_step"])
-        log.info("resumed from %s at step %d", directory, self.step)
+        _say(acc, logging.INFO, "resumed from %s at step %d", directory, self.step)
 
     def export(self) -> Path | None:
         """The final model (EMA weights when enabled) in `<output_dir>/final`: written into a temporary sibling and
@@ -395,7 +401,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)  # the old final/ was never touched
             raise
         final = run_folder.swap_in(tmp, self.output_dir)
-        log.info("exported %s", final)
+        _say(acc, logging.INFO, "exported %s", final)
         return final
 
 
