@@ -31,7 +31,8 @@ timestep the model works at; presets set them (sd21: 512 px, OSDFace's bilinear 
 `save_pretrained` records them, so pipelines never take the face size from the VAE's `sample_size`.
 
 Serialisation (our format, `honestface_folder.py`): `save_pretrained(dir)` writes `honestface_config.json`
-(component configs, native settings, where the frozen parts come from: registry names and paths),
+(component configs, native settings, the frozen parts it does not hold by registry name and content hash, never a
+local path, so a copied folder loads on another machine: `folder_sources.py`),
 `pytorch_lora_weights.safetensors` (diffusers/OSDFace LoRA layout), `honestface_modules.safetensors` (projection,
 IDE heads, fusion, discriminator head), and, only for frozen parts without an external source (random tiny models),
 `frozen.safetensors`, atomically (`folder.py`).
@@ -99,8 +100,9 @@ class HonestFace(nn.Module):
             all given or all None (None = OSDFace-compatible model, p = p_L).
         discriminator: the latent discriminator, or None (inference).
         sources: where frozen parts come from, `{part: {"weights": registry name, "path": str | None}}` for parts in
-            ("generator", "vre", "identity_backbone", "image_backbone"); parts without a source are stored in the
-            saved folder.
+            ("generator", "vre", "identity_backbone", "image_backbone"); `path` is where the part was loaded from on
+            this machine (None: the registry's location), kept in memory only: the saved folder names the part by
+            registry name and content hash. Parts without a source are stored in the saved folder.
         native: resolution and resize the model works at (`NativeSettings` or its dict; the timestep is the
             generator's). None: the VRE's input size (else its resolution), with OSDFace's bilinear resize when the
             VRE is OSDFace's (`input_transform="osdface"`), else "area_cubic".
@@ -364,7 +366,8 @@ class HonestFace(nn.Module):
         """What `save_pretrained` writes to honestface_config.json."""
         cfg: dict[str, Any] = {"format": "honestface", "version": 1, "use_ide": self.use_ide,
                                "native": self.native_settings.to_dict(),
-                               "sources": self.sources, "generator": self.generator.config,
+                               "sources": folder_format.saved_sources(self.sources),
+                               "generator": self.generator.config,
                                "vre": folder_format.plain_config(self.vre.config),
                                "discriminator": None if self.discriminator is None
                                else folder_format.plain_config(self.discriminator.config)}
@@ -398,10 +401,12 @@ class HonestFace(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, weights: dict[str, str] | None = None,
                         with_discriminator: bool | None = None, dtype: torch.dtype | None = None,
-                        **frozen_paths: str | os.PathLike) -> HonestFace:
-        """Load a folder written by `save_pretrained`. Frozen parts come from their recorded source; override
-        the path of any with its registry name, e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or pass a
-        `weights` dict (the config's `weights:` section; unrelated names are ignored).
+                        verify_sources: bool = True, **frozen_paths: str | os.PathLike) -> HonestFace:
+        """Load a folder written by `save_pretrained`. Frozen parts the folder does not hold are found through the
+        weights registry by their recorded name ($HONESTFACE_HOME); give the path of any with its registry name,
+        e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or a `weights` dict (the config's `weights:` section;
+        unrelated names are ignored). Each must have the content hash recorded at saving, else a one-line
+        SourceMismatchError; `verify_sources=False` loads it anyway (`honestface.models.folder_sources`).
         `with_discriminator=False` skips the discriminator (inference). `dtype` (e.g. torch.bfloat16): the
         weights are cast while they are read, so the model never exists in float32 (half the peak memory).
         `folder` may also be a released model name ("osdface"): its files are found through the weights
@@ -412,7 +417,8 @@ class HonestFace(nn.Module):
         paths = {**(weights or {}), **frozen_paths}
         folder = Path(resolve_pretrained(folder, "honestface", paths, dtype))
         parts = folder_format.load_honestface_parts(folder, paths, with_discriminator,
-                                                    strict_names=set(frozen_paths), dtype=dtype)
+                                                    strict_names=set(frozen_paths), dtype=dtype,
+                                                    verify_sources=verify_sources)
         model = cls(**parts)
         check_materialised(model, str(folder))
         if dtype is not None:

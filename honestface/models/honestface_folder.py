@@ -1,7 +1,7 @@
 """HonestFace's folder format: what `HonestFace.save_pretrained` writes and `HonestFace.from_pretrained` reads.
 
-Files (our format): `honestface_config.json` (component configs, native settings, where the frozen parts come
-from: registry names and paths), `pytorch_lora_weights.safetensors` (diffusers/OSDFace LoRA layout),
+Files (our format): `honestface_config.json` (component configs, native settings, the frozen parts the folder does
+not hold, by registry name and content hash, never a local path: `folder_sources.py`), `pytorch_lora_weights.safetensors` (diffusers/OSDFace LoRA layout),
 `honestface_modules.safetensors` (projection, IDE heads, fusion, discriminator head), and, only for frozen parts
 without an external source (random tiny models), `frozen.safetensors`. Writing is atomic (`honestface.models.folder`).
 This module builds the parts; the composite (`honestface.models.honestface`) imports it, never the reverse.
@@ -18,13 +18,14 @@ from honestface.models.discriminator import LatentDiscriminator
 from honestface.models.face_identity_encoder import FaceIdentityEncoder, IdentityBackbone
 from honestface.models.facial_feature_extractor import FacialFeatureExtractor, ImageTokenBackbone
 from honestface.models.folder import read_folder_config
+from honestface.models.folder_sources import resolve_folder_sources, source_record
 from honestface.models.fusion import FeatureFusion
 from honestface.models.generator import LORA_FILE, OneStepGenerator
 from honestface.models.loading import empty_weights, load_into, read_safetensors
 from honestface.models.vre import VisualRepresentationEmbedder
 
 __all__ = ["CONFIG_FILE", "FAMILY_FILES", "FROZEN_FILE", "MODULES_FILE", "TRAINABLE", "generator_architecture",
-           "identity_backbone_spec", "image_backbone_spec", "load_honestface_parts", "plain_config"]
+           "identity_backbone_spec", "image_backbone_spec", "load_honestface_parts", "plain_config", "saved_sources"]
 
 CONFIG_FILE = "honestface_config.json"
 MODULES_FILE = "honestface_modules.safetensors"
@@ -66,16 +67,25 @@ def image_backbone_spec(backbone: ImageTokenBackbone) -> dict[str, Any]:
             "mean": backbone.mean.flatten().tolist(), "std": backbone.std.flatten().tolist()}
 
 
+def saved_sources(sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """What the folder config records for a model's `sources` (part -> {"weights", "path"}): part -> {"weights":
+    registry name, "sha256": content hash}, hashing each part where it was loaded from (cached on disk)."""
+    return {part: source_record(s["weights"], s.get("path")) for part, s in sources.items()}
+
+
 def _take(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def load_honestface_parts(folder: Path, weights: dict[str, Any], with_discriminator: bool | None = None,
-                          strict_names: set[str] | None = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
+                          strict_names: set[str] | None = None, dtype: torch.dtype | None = None,
+                          verify_sources: bool = True) -> dict[str, Any]:
     """The parts of a saved HonestFace folder as `HonestFace(**parts)` keyword arguments (the body of
     `HonestFace.from_pretrained`). Parts whose weights are all in the folder are built on the meta device and adopt
     the tensors read from it, cast to `dtype` while reading (`honestface.models.loading`): no random
-    initialisation and no second copy of the UNet at the peak."""
+    initialisation and no second copy of the UNet at the peak. Frozen parts it does not hold are found through
+    the registry (`weights`, then $HONESTFACE_HOME) and, with `verify_sources`, checked against their recorded
+    content hashes (`honestface.models.folder_sources`)."""
     cfg = read_folder_config(folder, CONFIG_FILE, "honestface", "HonestFace")
     sources = cfg.get("sources", {})
     used = {s["weights"] for s in sources.values()}
@@ -83,15 +93,17 @@ def load_honestface_parts(folder: Path, weights: dict[str, Any], with_discrimina
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not a frozen part of this model; its weights: {', '.join(sorted(used))}")
 
-    def path_of(part: str) -> str | None:
-        return weights.get(sources[part]["weights"], sources[part].get("path"))
+    found = resolve_folder_sources(folder, sources, weights, verify=verify_sources)
+
+    def path_of(part: str) -> str:
+        return str(found[part])
 
     frozen = read_safetensors(folder / FROZEN_FILE, dtype) if (folder / FROZEN_FILE).is_file() else {}
     modules = read_safetensors(folder / MODULES_FILE, dtype)
     options = {k: v for k, v in cfg["generator"].items() if not k.startswith("lora_")}
     if "generator" in sources:
         gen = OneStepGenerator.from_sd(path_of("generator"), weights_name=sources["generator"]["weights"],
-                                       lora_rank=0, dtype=dtype, **options)
+                                       lora_rank=0, torch_dtype=dtype, **options)
         if options.get("train_base"):  # the trained base UNet replaces the external one
             load_into(gen.unet, _take(frozen, "generator.unet."), "the trained base UNet", folder, assign=True)
     else:
@@ -150,5 +162,6 @@ def load_honestface_parts(folder: Path, weights: dict[str, Any], with_discrimina
     # folders saved before native settings were recorded: HonestFace's fallback (the VRE's size, OSDFace's resize
     # for OSDFace's VRE); never the VAE's sample_size
     del frozen, modules
-    return {"generator": gen, "vre": vre, "discriminator": disc, "sources": sources, "native": cfg.get("native"),
+    here = {part: {"weights": s["weights"], "path": path_of(part)} for part, s in sources.items()}
+    return {"generator": gen, "vre": vre, "discriminator": disc, "sources": here, "native": cfg.get("native"),
             **parts}

@@ -112,6 +112,7 @@ def build_honestface_parts(name: str, *, use_ide: bool = True, with_discriminato
     preset's, see `_PRESETS`). Remaining keywords are generator options (lora_rank, lora_alpha,
     lora_target_modules, lora_dropout, timestep, encode_mode, prediction_type, train_base).
     """
+    from honestface.models.folder_sources import source_path
     from honestface.weights import resolve_weight
 
     if name not in _PRESETS:
@@ -131,10 +132,12 @@ def build_honestface_parts(name: str, *, use_ide: bool = True, with_discriminato
         raise ValueError("osdface_weights=True needs the pretrained generator and VRE (the LoRA fits SD 2.1-base)")
     sources: dict[str, dict[str, Any]] = {}
 
-    def src(part: str, entry: str) -> str | None:
-        path = weights.get(entry)
-        sources[part] = {"weights": entry, "path": None if path is None else str(path)}
-        return sources[part]["path"]
+    def src(part: str, entry: str) -> str:
+        # where the part is loaded from on this machine: kept in memory only; a saved folder names it by registry
+        # name and content hash (honestface.models.folder_sources)
+        path = str(source_path(entry, weights.get(entry)))
+        sources[part] = {"weights": entry, "path": path}
+        return path
 
     with _seeded(seed):
         if "generator" in load:
