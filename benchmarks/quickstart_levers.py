@@ -1,7 +1,7 @@
 """Small-scale recipe levers on the quickstart's validation split: which change makes the method's claims hold.
 
     python benchmarks/quickstart_levers.py                                  # every lever, default settings
-    python benchmarks/quickstart_levers.py --levers base --steps 2 --vae-steps 2 --vre-steps 3     # a smoke run
+    python benchmarks/quickstart_levers.py --levers base --steps 2 --vae-steps 2 --vre-steps 3 --train-views 3 --validation-views 1
     python benchmarks/quickstart_levers.py --output outputs/levers          # keep (and resume) the runs
 
 Runs `honestface.apps.quickstart.levers.run_levers`: the base recipe and each lever trained without the quickstart's
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from honestface.apps.quickstart.levers import LEVERS
+from honestface.apps.quickstart.levers import LEVERS, VALIDATION_VIEWS
 from honestface.apps.quickstart.run import STEPS
 
 
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae-steps", type=int, default=STEPS["vae"])
     p.add_argument("--vre-steps", type=int, default=STEPS["vre"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--train-views", type=int, default=24, help="degraded views per training person")
+    p.add_argument("--validation-views", type=int, default=VALIDATION_VIEWS,
+                   help="degraded views per validation person (default: %(default)s)")
     args = p.parse_args(argv)
 
     from honestface.apps.quickstart.levers import run_levers
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown lever {unknown[0]!r}; allowed: {', '.join(LEVERS)}")
     settings = {"size": args.size, "steps": args.steps, "vae_steps": args.vae_steps, "vre_steps": args.vre_steps,
-                "device": args.device}
+                "device": args.device, "train_views": args.train_views, "test_views": args.validation_views}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quickstart_levers_") as tmp:
         out = Path(args.output) if args.output else Path(tmp) / "runs"

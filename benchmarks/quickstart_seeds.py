@@ -1,7 +1,7 @@
 """The quickstart over several training seeds: which of its claims hold, with their intervals, and what it costs.
 
     python benchmarks/quickstart_seeds.py                                   # seeds 0,1,2 at the default settings
-    python benchmarks/quickstart_seeds.py --seeds 0,1 --steps 2 --vae-steps 2 --vre-steps 3   # a smoke run
+    python benchmarks/quickstart_seeds.py --seeds 0,1 --steps 2 --vae-steps 2 --vre-steps 3 --train-views 3 --test-views 1   # smoke
     python benchmarks/quickstart_seeds.py --output outputs/quickstart_seeds  # keep (and resume) the runs
 
 Runs `honestface.apps.quickstart.seeds.run_seeds` (one full quickstart per seed: data, recipe, restoration,
@@ -34,13 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae-steps", type=int, default=STEPS["vae"])
     p.add_argument("--vre-steps", type=int, default=STEPS["vre"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--train-views", type=int, default=24, help="degraded views per training person")
+    p.add_argument("--test-views", type=int, default=4, help="degraded views per held-out person")
     args = p.parse_args(argv)
 
     from honestface.apps.quickstart.seeds import parse_seeds, run_seeds
 
     seeds = parse_seeds(args.seeds)
     settings = {"size": args.size, "steps": args.steps, "vae_steps": args.vae_steps, "vre_steps": args.vre_steps,
-                "device": args.device}
+                "device": args.device, "train_views": args.train_views, "test_views": args.test_views}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quickstart_seeds_") as tmp:
         out = Path(args.output) if args.output else Path(tmp) / "runs"

@@ -32,8 +32,10 @@ SMOKE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                  ("results",)),
     "evaluate.py": (("num_images=2", "size=64", "batch_size=2", "iterations=1", "device=cpu"), ("metrics", "roofline")),
     "roofline.py": (("--repeats", "1", "--dtype", "fp32"), ("conv3x3_gflops", "matmul_gflops")),
-    "quickstart_seeds.py": (("--seeds", "0", *TINY_RECIPE), ("metrics", "seeds")),
-    "quickstart_levers.py": (("--levers", "base", *TINY_RECIPE), ("levers",)),
+    "quickstart_seeds.py": (("--seeds", "0", "--train-views", "3", "--test-views", "1", *TINY_RECIPE),
+                            ("metrics", "seeds")),
+    "quickstart_levers.py": (("--levers", "base", "--train-views", "3", "--validation-views", "1", *TINY_RECIPE),
+                             ("levers",)),
     "run_all.py": (("--only", "degradation", "--repeats", "1", "--device", "cpu", "--output", "{tmp}/results.json"),
                    ("benchmarks", "failed")),
 }
