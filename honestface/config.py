@@ -37,7 +37,8 @@ TrainingStage = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 class ModelConfig:
     name: ModelFamily = "honestface"
     preset: str | None = None  # a named size of the model family, e.g. "sd21" or "tiny"
-    pretrained: str | None = None  # folder written by save_pretrained (a trained honestface model)
+    pretrained: str | None = None  # folder written by save_pretrained, a released name, or a Hub id org/name
+    revision: str | None = None  # Hub revision (branch, tag or commit) when `pretrained` is a Hub id
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments that override the preset
 
 

@@ -5,6 +5,7 @@
     python scripts/infer.py --model M --whole --input "photos/**/*.jpg" --output out/ --refs people/ --pool
     python scripts/infer.py --arch vspbfr --model runs/vspbfr/final --input lq/ --output restored/ --dtype bf16
     python scripts/infer.py --model osdface --input lq/ --output restored/ --dtype bf16   # OSDFace's released files
+    python scripts/infer.py --model org/name --revision v1 --input lq/ --output restored/  # a Hugging Face Hub model
     python scripts/infer.py --model M --input lq/ --output out/ --device cuda --dtype fp16 -b 16 --compile
     accelerate launch --multi_gpu --num_processes 4 scripts/infer.py --model M --input lq/ --output out/
 
@@ -77,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-output-in-input", action="store_true", help="permit an output folder inside the "
                    "input folder [infer.allow_output_in_input]")
     m = p.add_argument_group("model and run")
-    m.add_argument("--model", "-m", metavar="DIR", help="model folder written by save_pretrained / training, or a "
+    m.add_argument("--model", "-m", metavar="DIR", help="model folder written by save_pretrained / training, a "
                    "released model by name: osdface, vspbfr (files from the weights registry, converted once; see "
-                   "`python scripts/weights.py fetch --model NAME`) [model.pretrained]")
+                   "`python scripts/weights.py fetch --model NAME`), or a Hugging Face Hub id org/name (downloaded "
+                   "into the Hub cache once; offline after) [model.pretrained]")
+    m.add_argument("--revision", metavar="REV", help="branch, tag or commit of a Hub id --model [model.revision]")
     m.add_argument("--arch", choices=["honestface", "vspbfr"], help="model family of --model (default: "
                    "honestface, or vspbfr for a folder with vspbfr_config.json) [model.name]")
     mode = m.add_mutually_exclusive_group()
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     """The flags as `key=value` overrides (strings JSON-quoted so any path survives the YAML parse)."""
     pairs = {"infer.input": args.input, "infer.output": args.output, "infer.references": args.refs,
-             "model.pretrained": args.model, "model.name": args.arch, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
+             "model.pretrained": args.model, "model.revision": args.revision, "model.name": args.arch, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
              "infer.device": args.device, "infer.precision": _DTYPE_ALIASES.get(args.dtype) if args.dtype else None,
              "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix,
              "infer.resolution": args.resolution}

@@ -26,7 +26,10 @@ def test_one_signature_for_both_families():
     for cls, _ in FAMILIES.values():
         params = list(inspect.signature(cls.from_pretrained).parameters)
         assert params[:4] == ["folder", "weights", "with_discriminator", "dtype"], cls.__name__
-        assert list(inspect.signature(cls.save_pretrained).parameters) == ["self", "folder"], cls.__name__
+        assert {"revision", "cache_dir", "token", "local_files_only"} <= set(params), cls.__name__  # Hub ids
+        assert list(inspect.signature(cls.save_pretrained).parameters) == ["self", "folder", "push_to_hub", "repo_id",
+                                                                          "hub_options"], cls.__name__
+        assert callable(cls.push_to_hub), cls.__name__
         assert "name" in inspect.signature(cls.from_preset).parameters, cls.__name__
 
 

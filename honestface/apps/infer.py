@@ -11,8 +11,10 @@ pipeline itself is `honestface.pipelines.HonestFacePipeline`, or `VSPBFRPipeline
   is still run as VSPBFR. VSPBFR is blind: given references are ignored with a warning (every face is "blind").
   `model.pretrained` may be a released model name ("osdface", "vspbfr", `honestface.models.released`): its files
   come from the weights registry (`weights.<name>` or $HONESTFACE_HOME; all missing ones named in one line, exit
-  2) and are converted once, after every other check, into a cached folder in `infer.precision`; `results.json`
-  records the name as `model` and the folder as `model_folder`.
+  2) and are converted once, after every other check, into a cached folder in `infer.precision`; or a Hugging
+  Face Hub id `org/name` (at `model.revision`), taken from the Hub cache (downloaded on first use, first of all:
+  the family is read from its files; `honestface.hub`). `results.json` records the name or id as `model` and the
+  folder as `model_folder`.
 
 - Inputs: a folder (every image, recursively, `honestface.io.list_images`), a glob (`lq/**/*.png`) or one file.
   Files under the output folder (when `infer.allow_output_in_input` lets it sit inside the input folder) and under
@@ -304,6 +306,24 @@ def _released_name(cfg: DictConfig) -> str | None:
     return str(cfg.model.pretrained)
 
 
+def _model_folder(cfg: DictConfig) -> str:
+    """`model.pretrained` as a local folder: a folder as it is; a Hub id at `model.revision` from the Hugging Face
+    cache, downloaded there on first use (`honestface.hub`)."""
+    from honestface.hub import is_hub_id, resolve_model_dir
+    from honestface.released_table import RELEASED_MODELS
+
+    if not is_hub_id(cfg.model.pretrained) and cfg.model.revision is None:
+        if not Path(cfg.model.pretrained).is_dir():
+            raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model; "
+                                      f"or a released model name: {', '.join(RELEASED_MODELS)}; or a Hugging Face "
+                                      "Hub id org/name)")
+        return cfg.model.pretrained
+    try:
+        return str(resolve_model_dir(cfg.model.pretrained, revision=cfg.model.revision))
+    except (OSError, ValueError) as e:
+        raise InferenceSetupError(str(e)) from None
+
+
 def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
     """Check everything that can be checked before loading a model -> (records, reference mode, output folder)."""
     icfg = cfg.infer
@@ -311,12 +331,9 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
                        ("model.pretrained", cfg.model.pretrained)):
         if value is None:
             raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
-    from honestface.released_table import RELEASED_MODELS
-
     released = _released_name(cfg)
-    if released is None and not Path(cfg.model.pretrained).is_dir():
-        raise InferenceSetupError(f"model folder not found: {cfg.model.pretrained} (model.pretrained / --model; "
-                                  f"or a released model name: {', '.join(RELEASED_MODELS)})")
+    if released is None or cfg.model.revision is not None:
+        cfg.model.pretrained = _model_folder(cfg)
     from honestface.pipelines import pipeline_class
 
     family = model_architecture(cfg)

@@ -50,6 +50,7 @@ import torch
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from honestface.hub import PushToHubMixin
 from honestface.models import honestface_folder as folder_format
 from honestface.models.discriminator import LatentDiscriminator, canonical_unet_key
 from honestface.models.folder import save_model_folder, state_to_save
@@ -91,7 +92,7 @@ class ReferenceFeatures(BaseOutput):
                                  tokens=self.tokens.to(device=device, dtype=dtype), mask=self.mask.to(device=device))
 
 
-class HonestFace(nn.Module):
+class HonestFace(PushToHubMixin, nn.Module):
     """Composite HonestFace model. Build with `from_preset("sd21" | "tiny")` or `from_pretrained(dir)`.
 
     Args:
@@ -380,11 +381,15 @@ class HonestFace(nn.Module):
             cfg["image_backbone"] = folder_format.image_backbone_spec(self.image_backbone)
         return cfg
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, *, push_to_hub: bool = False, repo_id: str | None = None,
+                        **hub_options: Any) -> Path:
         """Write the model folder (config, LoRA, trained modules, frozen parts without an external source),
-        atomically (`honestface.models.folder`); returns it."""
+        atomically (`honestface.models.folder`); returns it. `push_to_hub=True` then uploads it with a generated
+        model card to `repo_id` (default: the folder's name in your account); hub_options: `honestface.hub.
+        push_folder`'s (private, token, commit_message, create_pr, evaluation, training, license, base_model)."""
         from safetensors.torch import save_file
 
+        self._check_push(push_to_hub, repo_id, hub_options)
         if self.generator.lora_merged:
             raise ValueError("the LoRA is merged into the UNet; save before merge_lora() (merging is for inference)")
         frozen = self._frozen_state()
@@ -396,24 +401,33 @@ class HonestFace(nn.Module):
             if frozen:
                 save_file(state_to_save(frozen), str(tmp / FROZEN_FILE))
 
-        return save_model_folder(folder, CONFIG_FILE, self.config_dict(), write_weights, FAMILY_FILES)
+        out = save_model_folder(folder, CONFIG_FILE, self.config_dict(), write_weights, FAMILY_FILES)
+        return self._push_saved(out, push_to_hub, repo_id, hub_options)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, weights: dict[str, str] | None = None,
-                        with_discriminator: bool | None = None, dtype: torch.dtype | None = None,
-                        verify_sources: bool = True, **frozen_paths: str | os.PathLike) -> HonestFace:
-        """Load a folder written by `save_pretrained`. Frozen parts the folder does not hold are found through the
-        weights registry by their recorded name ($HONESTFACE_HOME); give the path of any with its registry name,
-        e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or a `weights` dict (the config's `weights:` section;
-        unrelated names are ignored). Each must have the content hash recorded at saving, else a one-line
-        SourceMismatchError; `verify_sources=False` loads it anyway (`honestface.models.folder_sources`).
+                        with_discriminator: bool | None = None, dtype: torch.dtype | None = None, *,
+                        verify_sources: bool = True, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False, **frozen_paths: str | os.PathLike) -> HonestFace:
+        """Load a folder written by `save_pretrained` (or a Hub id `org/name`, see `honestface.hub`). Frozen parts
+        the folder does not hold are found through the weights registry by their recorded name ($HONESTFACE_HOME);
+        give the path of any with its registry name, e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or a
+        `weights` dict (the config's `weights:` section; unrelated names are ignored). Each must have the content
+        hash recorded at saving, else a one-line SourceMismatchError; `verify_sources=False` loads it anyway
+        (`honestface.models.folder_sources`).
         `with_discriminator=False` skips the discriminator (inference). `dtype` (e.g. torch.bfloat16): the
         weights are cast while they are read, so the model never exists in float32 (half the peak memory).
         `folder` may also be a released model name ("osdface"): its files are found through the weights
-        registry and converted once into a cached folder in `dtype` (`honestface.models.released`)."""
+        registry and converted once into a cached folder in `dtype` (`honestface.models.released`), or a Hugging
+        Face Hub id "org/name" at `revision` (branch, tag or commit), fetched into the Hub cache (`cache_dir`,
+        `token`, `local_files_only`; offline once cached: `honestface.hub`)."""
+        from honestface.hub import resolve_model_dir
         from honestface.models.loading import check_materialised, release_free_memory
         from honestface.models.released import resolve_pretrained
 
+        folder = resolve_model_dir(folder, family="honestface", revision=revision, cache_dir=cache_dir, token=token,
+                                   local_files_only=local_files_only)
         paths = {**(weights or {}), **frozen_paths}
         folder = Path(resolve_pretrained(folder, "honestface", paths, dtype))
         parts = folder_format.load_honestface_parts(folder, paths, with_discriminator,

@@ -72,17 +72,22 @@ class HonestFacePipeline(FaceRestorationPipeline):
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, weights: dict | None = None, detector: Any = "mtcnn",
                         identity: Any = "dlib", *, landmarker: Any = None, device: Any = None,
-                        dtype: torch.dtype | None = None, detector_threshold: float = 0.9,
-                        **kw: Any) -> HonestFacePipeline:
-        """Load a `HonestFace.save_pretrained` folder (or the released model name "osdface") plus a face detector ("mtcnn", "dlib", "retinaface", "scrfd",
-        an object, or None), an optional landmarker and an identity encoder ("dlib", "arcface_onnx", "iresnet", an
-        object, or None). `weights`: registry name -> path for the frozen parts and face models."""
+                        dtype: torch.dtype | None = None, detector_threshold: float = 0.9, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False, **kw: Any) -> HonestFacePipeline:
+        """Load a `HonestFace.save_pretrained` folder (or the released model name "osdface", or a Hugging Face Hub
+        id "org/name" at `revision`: `HonestFace.from_pretrained`) plus a face detector ("mtcnn", "dlib",
+        "retinaface", "scrfd", an object, or None), an optional landmarker and an identity encoder ("dlib",
+        "arcface_onnx", "iresnet", an object, or None). `weights`: registry name -> path for the frozen parts and
+        face models."""
         from honestface.models import HonestFace
 
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {dtype}")
         model = HonestFace.from_pretrained(model_dir, weights=dict(weights or {}), with_discriminator=False,
-                                           dtype=dtype)  # read straight into `dtype`: no float32 copy
+                                           dtype=dtype,  # read straight into `dtype`: no float32 copy
+                                           revision=revision, cache_dir=cache_dir, token=token,
+                                           local_files_only=local_files_only)
         landmarker = build_face_models(None, landmarker, None, device)[1]
         return cls(model, detector, landmarker, identity, detector_threshold=detector_threshold,
                    **kw).to(device, dtype)

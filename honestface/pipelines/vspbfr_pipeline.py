@@ -60,15 +60,19 @@ class VSPBFRPipeline(FaceRestorationPipeline):
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, weights: dict | None = None, detector: Any = "mtcnn",
                         identity: Any = None, *, landmarker: Any = None, device: Any = None,
-                        dtype: torch.dtype | None = None, detector_threshold: float = 0.9,
-                        **kw: Any) -> VSPBFRPipeline:
-        """Load a `VSPBFR.save_pretrained` folder (or the released model name "vspbfr") plus a face detector
+                        dtype: torch.dtype | None = None, detector_threshold: float = 0.9, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False, **kw: Any) -> VSPBFRPipeline:
+        """Load a `VSPBFR.save_pretrained` folder (or the released model name "vspbfr", or a Hugging Face Hub id
+        "org/name" at `revision`: `VSPBFR.from_pretrained`) plus a face detector
         ("mtcnn", "dlib", "retinaface", "scrfd", an object, or None; built when first used) and an optional
         landmarker. `weights` (registry name -> path, for the face models) and `identity` are accepted for
         interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder."""
         from honestface.models.vspbfr.vspbfr import VSPBFR
 
-        model = VSPBFR.from_pretrained(model_dir, with_discriminator=False, dtype=dtype, weights=weights)
+        model = VSPBFR.from_pretrained(model_dir, with_discriminator=False, dtype=dtype, weights=weights,
+                                       revision=revision, cache_dir=cache_dir, token=token,
+                                       local_files_only=local_files_only)
         landmarker = build_face_models(None, landmarker, None, device)[1]
         return cls(model, detector, landmarker, detector_threshold=detector_threshold, **kw).to(device, dtype)
 

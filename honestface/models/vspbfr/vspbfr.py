@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from honestface.hub import PushToHubMixin
 from honestface.models.folder import read_folder_config, save_model_folder, state_to_save
 from honestface.models.native import NativeSettings
 from honestface.models.vspbfr.code_diffuser import CodeDiffuser, WPlusDiffusion
@@ -147,7 +148,7 @@ def _preset(name: str) -> dict[str, Any]:
     return copy.deepcopy(VSPBFR_PRESETS[name])
 
 
-class VSPBFR(nn.Module):
+class VSPBFR(PushToHubMixin, nn.Module):
     """The four VSPBFR networks (+ the stage-2 discriminator) and the inference chain (see the module docstring).
 
     Build with `build_vspbfr(preset)`, `VSPBFR.from_config(config)`, `from_pretrained(folder)` or
@@ -330,29 +331,41 @@ class VSPBFR(nn.Module):
         """Build a named configuration ("full" | "tiny") with random weights; options: `build_vspbfr`."""
         return build_vspbfr(name, **kwargs)
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, *, push_to_hub: bool = False, repo_id: str | None = None,
+                        **hub_options: Any) -> Path:
         """Write `vspbfr_config.json` and `vspbfr.safetensors` (every part; the discriminator when present),
-        atomically (`honestface.models.folder`); returns the folder."""
+        atomically (`honestface.models.folder`); returns the folder. `push_to_hub=True` then uploads it with a
+        generated model card to `repo_id` (default: the folder's name in your account; hub_options as in
+        `honestface.hub.push_folder`)."""
         from safetensors.torch import save_file
+
+        self._check_push(push_to_hub, repo_id, hub_options)
 
         def write_weights(tmp: Path) -> None:
             save_file(state_to_save(self.state_dict()), str(tmp / WEIGHTS_FILE), metadata={"format": "vspbfr"})
 
-        return save_model_folder(folder, CONFIG_FILE, self.config_dict(), write_weights, (CONFIG_FILE, WEIGHTS_FILE))
+        out = save_model_folder(folder, CONFIG_FILE, self.config_dict(), write_weights, (CONFIG_FILE, WEIGHTS_FILE))
+        return self._push_saved(out, push_to_hub, repo_id, hub_options)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, weights: Mapping[str, str | os.PathLike] | None = None,
                         with_discriminator: bool | None = None, dtype: torch.dtype | None = None,
-                        device: torch.device | str | None = None) -> VSPBFR:
+                        device: torch.device | str | None = None, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False) -> VSPBFR:
         """Load a `save_pretrained` folder. with_discriminator: None loads it when saved, False skips it, True
         requires it. The model is built on the meta device and takes the loaded tensors (no random init).
         `folder` may also be the released model name "vspbfr": its three checkpoints are found through the weights
         registry (`weights`: registry name -> path) and converted once into a cached folder in `dtype`
-        (`honestface.models.released`)."""
+        (`honestface.models.released`); or a Hugging Face Hub id "org/name" at `revision`, fetched into the Hub
+        cache (`cache_dir`, `token`, `local_files_only`; offline once cached: `honestface.hub`)."""
         from safetensors.torch import load_file
 
+        from honestface.hub import resolve_model_dir
         from honestface.models.released import resolve_pretrained
 
+        folder = resolve_model_dir(folder, family="vspbfr", revision=revision, cache_dir=cache_dir, token=token,
+                                   local_files_only=local_files_only)
         folder = resolve_pretrained(folder, "vspbfr", weights, dtype)
         config = read_folder_config(folder, CONFIG_FILE, "vspbfr", "VSPBFR model")
         if not (folder / WEIGHTS_FILE).is_file():

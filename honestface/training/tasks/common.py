@@ -193,7 +193,7 @@ def build_model(cfg: DictConfig, trained: tuple[str, ...], with_discriminator: b
         if extra:
             raise ValueError(f"model.params.{extra[0]} cannot change the pretrained VSPBFR folder "
                              f"{cfg.model.pretrained} (only model.params.discriminator, for a new discriminator)")
-        model = VSPBFR.from_pretrained(cfg.model.pretrained)
+        model = VSPBFR.from_pretrained(cfg.model.pretrained, revision=cfg.model.revision)
         if with_discriminator and model.discriminator is None:
             rn = model.restoration.config
             kwargs = {"size": model.size, "channel_multiplier": rn.channel_multiplier, "channel_max": rn.channel_max,

@@ -121,7 +121,8 @@ class HonestFaceTask(TrainingTask):
 
         params = config_to_dict(cfg.model.params)
         if cfg.model.pretrained:
-            model = HonestFace.from_pretrained(cfg.model.pretrained, weights=dict(cfg.weights))
+            model = HonestFace.from_pretrained(cfg.model.pretrained, weights=dict(cfg.weights),
+                                               revision=cfg.model.revision)
         else:
             model = HonestFace.from_preset(cfg.model.preset or "sd21", weights=dict(cfg.weights), **params)
         model.native = model.native.replace(resolution=int(cfg.data.resolution))  # the size it is trained at
