@@ -152,11 +152,14 @@ def _entries(names: list[str]) -> list[Any]:
 
 
 def _hub_ids(names: list[str]) -> list[str]:
-    """The Hub repository of each registry weight that is downloaded from the Hub (its first such URL)."""
+    """The Hub repository of each registry weight that is downloaded from the Hub (its `hub` source, else its
+    first Hub URL)."""
     out: list[str] = []
     for entry in _entries(names):
         url = next((u for u in entry.urls if u.startswith(_HF)), None)
-        if url is not None and (repo := "/".join(url[len(_HF):].split("/")[:2])) not in out:
+        repo = entry.hub.repo_id if entry.hub is not None else \
+            "/".join(url[len(_HF):].split("/")[:2]) if url is not None else None
+        if repo is not None and repo not in out:
             out.append(repo)
     return out
 

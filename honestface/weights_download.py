@@ -1,9 +1,16 @@
 """Downloads of registry weights (`fetch_weight`, used by `scripts/weights.py fetch`); the registry and the lookup
 are `honestface.weights`.
 
-Only urllib: bytes go to `<target>.part`, an existing `.part` is resumed with a `Range` request (a server that
-answers 200 instead of 206 restarts from zero), the sha256 is checked when the table knows it, and only then is the
-file renamed into place, so a final path never holds a partial file. Zip packs are extracted flat.
+Entries hosted on the Hugging Face Hub (`WeightEntry.hub`) are fetched with huggingface_hub's `hf_hub_download` at
+the entry's revision into a hidden staging folder next to the target (it resumes there after an interruption);
+other URLs with urllib: bytes go to `<target>.part`, an existing `.part` is resumed with a `Range` request (a
+server that answers 200 instead of 206 restarts from zero). Either way the size and sha256 are checked when the
+table knows them, and only then is the file renamed into place, so a final path never holds a partial or
+unverified file. Zip packs are extracted flat.
+
+A fetch never deletes a file it did not write (our rule): present files are kept (`force=True` replaces a file
+only after its new copy is verified), a zip the user already has is used and kept, and only the fetch's own
+staging files (`.part`, the staging folder, the archive it downloaded) are removed.
 """
 
 from __future__ import annotations
@@ -113,19 +120,67 @@ def _download(entry: WeightEntry, url: str, target: Path, sha256: str | None, si
             raise WeightsError(f"download of {url} stopped after {offset + received} of {offset + expected} bytes; "
                                f"run the same fetch again to resume from {part}")
         break
-    got = part.stat().st_size
-    if size is not None and got != size:
-        part.unlink()
-        raise ChecksumError(f"size mismatch for {url} (weight '{entry.name}'): expected {size} bytes, got {got}; "
-                            "the partial file was deleted")
-    digest = _sha256_of_file(part) if sha256 is not None else None
-    if digest is not None and not digest.startswith(sha256):
-        part.unlink()
-        raise ChecksumError(f"sha256 mismatch for {url} (weight '{entry.name}', config key {entry.config_key}): "
-                            f"expected {sha256}, got {digest}; the partial file was deleted")
+    digest = _verify_staged(entry, part, url, sha256, size)
     os.replace(part, target)
     if digest is not None:
         _HASH_CACHE[_cache_key(target)] = digest
+
+
+def _verify_staged(entry: WeightEntry, got: Path, source: str, sha256: str | None, size: int | None) -> str | None:
+    """Size and sha256 of a staged download (deleted when wrong); returns the digest when one was computed."""
+    if size is not None and got.stat().st_size != size:
+        n = got.stat().st_size
+        got.unlink()
+        raise ChecksumError(f"size mismatch for {source} (weight '{entry.name}'): expected {size} bytes, got {n}; "
+                            "the downloaded file was deleted")
+    digest = _sha256_of_file(got) if sha256 is not None else None
+    if digest is not None and not digest.startswith(sha256):
+        got.unlink()
+        raise ChecksumError(f"sha256 mismatch for {source} (weight '{entry.name}', config key {entry.config_key}): "
+                            f"expected {sha256}, got {digest}; the downloaded file was deleted")
+    return digest
+
+
+def _hub_download(entry: WeightEntry, rel: str, target: Path, sha256: str | None, size: int | None) -> None:
+    """`rel` (a path inside the entry) from the entry's Hub repository at its revision -> target, verified."""
+    from huggingface_hub import hf_hub_download
+
+    hub = entry.hub
+    assert hub is not None
+    filename = f"{hub.subfolder.strip('/')}/{rel}" if hub.subfolder else rel
+    source = f"hf://{hub.repo_id}@{hub.revision}/{filename}"
+    stage = target.parent / f".{target.name}.hub-download"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        got = Path(hf_hub_download(hub.repo_id, filename, revision=hub.revision, local_dir=stage))
+    except Exception as e:  # huggingface_hub raises many types (offline, 404, HTTP, OS); one line for all
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{source}: {type(e).__name__}: {first}") from e
+    digest = _verify_staged(entry, got, source, sha256, size)
+    os.replace(got, target)
+    shutil.rmtree(stage, ignore_errors=True)
+    if digest is not None:
+        _HASH_CACHE[_cache_key(target)] = digest
+
+
+def _fetch_file(entry: WeightEntry, rel: str, target: Path, sha256: str | None, size: int | None,
+                urls: list[str], use_hub: bool, timeout: float, progress: bool) -> None:
+    """One file of an entry: the Hub source first (when the entry has one and no URL was forced), then `urls`."""
+    errors: list[str] = []
+    if use_hub and entry.hub is not None:
+        try:
+            _hub_download(entry, rel, target, sha256, size)
+            return
+        except WeightsError as e:
+            if not urls:
+                raise
+            errors.append(str(e))
+    try:
+        _download_first(entry, urls, target, sha256, size, timeout, progress)
+    except WeightsError as e:
+        if not errors:
+            raise
+        raise type(e)(" | ".join([*errors, str(e)])) from e
 
 
 def _download_first(entry: WeightEntry, urls: list[str], target: Path, sha256: str | None, size: int | None,
@@ -153,8 +208,9 @@ def _download_first(entry: WeightEntry, urls: list[str], target: Path, sha256: s
                 f"get it by hand from: {entry.hint}")
 
 
-def _extract_zip(entry: WeightEntry, archive: Path, folder: Path, force: bool) -> None:
-    """Extract every file of `archive` flat into `folder` (basenames only), each through a .part rename."""
+def _extract_zip(entry: WeightEntry, archive: Path, folder: Path, force: bool, ours: bool) -> None:
+    """Extract every file of `archive` flat into `folder` (basenames only), each through a .part rename.
+    A broken archive is deleted only when this fetch downloaded it (`ours`)."""
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
@@ -169,9 +225,12 @@ def _extract_zip(entry: WeightEntry, archive: Path, folder: Path, force: bool) -
                     shutil.copyfileobj(src, dst, _CHUNK)
                 os.replace(part, out)
     except zipfile.BadZipFile as e:
-        archive.unlink()
-        raise WeightsError(f"downloaded archive {archive} for weight '{entry.name}' is not a zip ({e}); "
-                           "it was deleted, run the fetch again") from e
+        if ours:
+            archive.unlink()
+            raise WeightsError(f"downloaded archive {archive} for weight '{entry.name}' is not a zip ({e}); "
+                               "it was deleted, run the fetch again") from e
+        raise WeightsError(f"{archive} (weight '{entry.name}') is not a zip ({e}); it was left as it is: move it "
+                           "away and run the fetch again") from e
 
 
 def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | None = None, *, force: bool = False,
@@ -186,7 +245,8 @@ def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | Non
     if entry.kind == "file" and target.is_dir():  # a folder was given: the file goes inside it
         target = target / Path(entry.relpath).name
     urls = [url] if url else list(entry.urls)
-    if not urls:
+    use_hub = url is None and entry.hub is not None
+    if not urls and not use_hub:
         raise WeightsError(f"weight '{entry.name}' has no direct download URL; get it from: {entry.hint}; "
                            f"then put it at {target} or point config key {entry.config_key} at it")
     if entry.kind == "dir":
@@ -198,8 +258,8 @@ def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | Non
             for inner in wf.names():
                 try:
                     sha, size = (wf.sha256, wf.size) if inner == wf.path else (None, None)
-                    _download_first(entry, [f"{u.rstrip('/')}/{inner}" for u in urls], target / inner, sha, size,
-                                    timeout, progress)
+                    _fetch_file(entry, inner, target / inner, sha, size,
+                                [f"{u.rstrip('/')}/{inner}" for u in urls], use_hub, timeout, progress)
                     break
                 except WeightsError as e:
                     errors.append(str(e))
@@ -212,15 +272,19 @@ def fetch_weight(name: NameOrEntry, dest: PathLike | None = None, url: str | Non
     if force:
         target.with_name(target.name + ".part").unlink(missing_ok=True)
     if entry.archive == "zip":
-        zip_name = Path(urllib.parse.urlparse(urls[0]).path).name or f"{entry.name}.zip"
+        zip_name = Path(urllib.parse.urlparse(urls[0]).path).name if urls else f"{entry.name}.zip"
         archive = target.parent / zip_name
-        if force or not archive.exists():
-            _download_first(entry, urls, archive, None, None, timeout, progress)
-        _extract_zip(entry, archive, target.parent, force)
-        archive.unlink(missing_ok=True)
+        ours = not archive.exists()  # a zip the user put there is used and kept
+        if ours:
+            archive = target.parent / f".{zip_name}.download"
+            _fetch_file(entry, Path(zip_name).name, archive, None, None, urls, use_hub, timeout, progress)
+        _extract_zip(entry, archive, target.parent, force, ours)
+        if ours:
+            archive.unlink(missing_ok=True)
         if not target.is_file():
             raise WeightsError(f"archive {zip_name} holds no file named {target.name} (weight '{entry.name}')")
         verify_weight(entry, target)
     else:
-        _download_first(entry, urls, target, entry.sha256, entry.size, timeout, progress)
+        _fetch_file(entry, Path(entry.relpath).name, target, entry.sha256, entry.size, urls, use_hub, timeout,
+                    progress)
     return resolve_weight(entry, target)

