@@ -2,6 +2,11 @@
 
 Only `scripts/`, `honestface/apps` and `honestface/training` read configs; everything else takes plain typed arguments.
 
+`load_config` takes a YAML path or the name of a config shipped in the package (`honestface/configs/`, the
+repository's `configs/`): `tiny/honestface` is `honestface/configs/tiny/honestface.yaml`. Our rule: an existing path
+always wins; a name is tried only for a path that does not exist and has no suffix, so `honestface-train --config
+tiny/honestface` works from any folder once the package is installed.
+
 A YAML file may start with `defaults: [other.yaml, ...]` (paths relative to the file); those are merged first,
 in order, then the file itself, then the command-line overrides (`train.max_steps=10 loss.mfa=0`).
 Every value is checked against the dataclass schemas below: an unknown key, a wrong type or a value outside
@@ -26,6 +31,7 @@ from honestface.pipelines import PIPELINES
 from honestface.training.tasks import TASKS
 
 CONFIG_FILENAME = "config.yaml"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the shipped run configs (package data)
 
 # Choices that come from the library's own tables (both light to import), so a new model family or training stage
 # is one table entry, not also an edit here: honestface.pipelines.PIPELINES and honestface.training.tasks.TASKS.
@@ -260,10 +266,30 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, Dic
     return out
 
 
+def shipped_configs() -> list[str]:
+    """Names of the run configs shipped in the package (`honestface_sd21`, `tiny/honestface`, ...); the
+    `accelerate/` files are `accelerate launch --config_file` files, not run configs."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml")
+                  if p.parent.name != "accelerate")
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """The YAML file `path` names: `path` itself when it exists, else the shipped config of that name (no suffix)."""
+    given = Path(path).expanduser()
+    if given.exists():
+        return given
+    names = shipped_configs()
+    if not given.suffix and given.as_posix() in names:
+        return CONFIG_DIR / f"{given.as_posix()}.yaml"
+    raise ConfigError(f"config file not found: {given.resolve()} (a shipped config can be given by name instead: "
+                      f"{', '.join(names)})")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Schema defaults <- `defaults` of the YAML <- the YAML <- `key=value` overrides; validated and resolved."""
+    """Schema defaults <- `defaults` of the YAML <- the YAML <- `key=value` overrides; validated and resolved.
+    `path`: a YAML file, or the name of a shipped config (`tiny/honestface`; see `shipped_configs`)."""
     cfg = default_config()
-    layers = _read_yaml(Path(path)) if path is not None else []
+    layers = _read_yaml(resolve_config_path(path)) if path is not None else []
     for source, raw in layers:
         try:
             cfg = OmegaConf.merge(cfg, raw)
@@ -349,7 +375,8 @@ def config_to_dict(section: DictConfig) -> dict[str, Any]:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:  # noqa: F821
     """The config arguments every script shares: --config FILE, --print-config, and key=value overrides."""
-    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (may inherit others via `defaults:`)")
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (may inherit others via `defaults:`), or "
+                        "the name of a shipped one, e.g. tiny/honestface, honestface_sd21")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides in dot notation, e.g. train.max_steps=100 loss.mfa=0.5")

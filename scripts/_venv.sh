@@ -15,11 +15,10 @@ fi
 # pip's notes about local index folders are noise here; real errors still show and still fail the script.
 pip_install() { .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 STAMP=.venv/.honestface-installed
-WANT="$(cat requirements.lock.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+WANT="$(cat requirements.lock.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
     echo "[setup] installing dependencies into .venv (a few minutes the first time)"
     pip_install -r requirements.lock.txt
-    pip_install --no-deps -r requirements-nodeps.txt
     pip_install --no-deps --no-build-isolation -e .
     echo "$WANT" > "$STAMP"
 fi

@@ -1,92 +1,13 @@
 #!/usr/bin/env python
-"""Evaluate restored faces against ground truth (IQA, Deg., LMD, ALD, identity, reference honesty, FID); write reports.
+"""`python scripts/evaluate.py ...` is `honestface-evaluate ...`, the console command of the installed package.
+The flags, examples and exit codes are in honestface/apps/cli/evaluate.py;
+this file runs from a fresh clone without installing anything."""
 
-    python scripts/evaluate.py --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ --refs refs/
-    python scripts/evaluate.py --restored out/ --gt hq/ --protocol osdface --test-set celeba-test-daefr
-    python scripts/evaluate.py --config configs/x.yaml eval.metrics=[psnr,ssim,ids_dlib,ald]
-
-Writes per_image.csv, summary.json, table.md and report.html (+ assets/) to --output (default: <parent of the
-first restored folder>/evaluation). Every flag is a config key under `eval.`; flags win over --config and key=value.
-Exit code 2 on bad input (e.g. folders whose images do not pair up, a missing weight): one `error:` line.
--q prints only warnings, errors and the result; -v adds debug lines. The work is `honestface.metrics.evaluate`.
-"""
-
-import argparse
-import functools
 import sys
 
-from _bootstrap import guarded, start_logging  # (also puts the repository on sys.path)
+import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 
-FLAGS = {"restored": "restored", "gt": "ground_truth", "refs": "references", "lq": "lq", "metrics": "metrics",
-         "output": "output", "device": "device", "batch_size": "batch_size", "fid_ref": "fid_ref",
-         "protocol": "protocol", "test_set": "test_set", "crop_border": "crop_border"}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from honestface.config import add_config_arguments
-    from honestface.log import add_logging_arguments
-    from honestface.metrics.protocols import PROTOCOLS
-
-    parser = argparse.ArgumentParser(
-        prog="scripts/evaluate.py",
-        description="Evaluate restored faces against ground truth (PSNR, SSIM, LPIPS, DISTS, NIQE, MUSIQ, FID with "
-        "pyiqa's meanings; Deg., LMD, IDD as the published scripts compute them; our ALD, identity and reference "
-        "honesty) and write a per-image CSV, a summary JSON, a markdown table and an HTML report. Each flag is "
-        "also a config key under `eval.` (pass it as key=value or in --config).",
-        epilog="examples: python scripts/evaluate.py --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ "
-        "--metrics psnr,ssim,lpips,ald,ids_dlib eval.thumbnail=128 | python scripts/evaluate.py --restored out/ "
-        "--gt hq/ --protocol osdface --test-set celeba-test-daefr")
-    parser.add_argument("--restored", nargs="+", metavar="DIR", help="restored folder(s); name=DIR names a method")
-    parser.add_argument("--gt", metavar="DIR", help="ground-truth folder (eval.ground_truth)")
-    parser.add_argument("--refs", metavar="DIR", help="references, by scripts/infer.py's rule: a .json/.csv "
-                        "mapping, refs/<image stem>/, refs/<identity folder>/ or one shared folder")
-    parser.add_argument("--lq", metavar="DIR", help="degraded inputs, same relative names as the ground truth")
-    parser.add_argument("--metrics", metavar="LIST", type=lambda s: [m for m in s.split(",") if m.strip()],
-                        help="comma-separated, e.g. psnr,ssim,lpips,deg,lmd,ald,ids_dlib (default: every available "
-                        "metric); with --protocol: extra columns")
-    parser.add_argument("--output", metavar="DIR", help="report folder (default: <first restored>/../evaluation)")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, help="images per IQA batch")
-    parser.add_argument("--fid-ref", metavar="DIR_OR_STATS", help="FID reference (default: the ground truth)")
-    parser.add_argument("--protocol", choices=list(PROTOCOLS),
-                        help="compute one paper's table: its metrics, settings and column order")
-    parser.add_argument("--test-set", metavar="LABEL",
-                        help="the test set's label, recorded with the numbers (e.g. celeba-test-daefr)")
-    parser.add_argument("--crop-border", type=int, metavar="N", help="pixels dropped per side by psnr_y / ssim_y")
-    parser.add_argument("--overwrite", action="store_true", help="replace the reports already in --output")
-    add_config_arguments(parser)
-    add_logging_arguments(parser)
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    from omegaconf.errors import OmegaConfBaseException
-
-    from honestface.apps.evaluate import run_evaluation
-    from honestface.config import ConfigError, default_config, load_config, to_yaml
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    start_logging(args)
-    if args.restored:  # `--restored a b eval.x=1`: nargs="+" also took the overrides that follow it
-        sections = tuple(f"{k}." for k in default_config())
-        args.overrides += [r for r in args.restored if r.split("=", 1)[0].startswith(sections)]
-        args.restored = [r for r in args.restored if not r.split("=", 1)[0].startswith(sections)] or None
-    try:
-        cfg = load_config(args.config, args.overrides)
-        for flag, key in FLAGS.items():
-            if getattr(args, flag) is not None:
-                try:
-                    cfg.eval[key] = getattr(args, flag)
-                except OmegaConfBaseException as err:
-                    raise ConfigError(f"bad value for 'eval.{key}': {str(err).splitlines()[0]}") from err
-    except ConfigError as err:
-        parser.exit(2, f"error: {err}\n")
-    if args.print_config:
-        print(to_yaml(cfg), end="")
-        return 0
-    return guarded(functools.partial(run_evaluation, overwrite=args.overwrite), cfg)
-
+from honestface.apps.cli.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(prog="scripts/evaluate.py"))

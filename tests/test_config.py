@@ -189,3 +189,20 @@ def test_only_apps_and_training_read_configs():
     readers = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py") if pattern.search(p.read_text()))
     assert [r for r in readers if not r.startswith(("apps/", "training/")) and r != "config.py"] == []
     assert "apps/infer.py" in readers and "apps/evaluate.py" in readers  # the rule is not vacuous
+
+
+def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    """`--config tiny/honestface` is the YAML shipped in the package (what an installed `honestface-train` reads from
+    any folder); an existing path of that name wins; an unknown name lists the shipped ones."""
+    from honestface.config import CONFIG_DIR, shipped_configs
+
+    assert (REPO / "configs").resolve() == CONFIG_DIR  # the repository's configs/ is the package data
+    assert "tiny/honestface" in shipped_configs() and not any(n.startswith("accelerate/") for n in shipped_configs())
+    monkeypatch.chdir(tmp_path)
+    by_name = load_config("tiny/honestface", ["train.max_steps=5"])
+    assert OmegaConf.to_container(by_name) == OmegaConf.to_container(
+        load_config(REPO / "configs" / "tiny" / "honestface.yaml", ["train.max_steps=5"]))
+    write(tmp_path / "tiny" / "honestface", "train:\n  max_steps: 7\n")
+    assert load_config("tiny/honestface").train.max_steps == 7
+    with pytest.raises(ConfigError, match=r"config file not found: .*tiny/honestfac .*tiny/honestface, tiny/vae"):
+        load_config("tiny/honestfac")

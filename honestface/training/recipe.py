@@ -41,11 +41,12 @@ class StageResult:
 
 
 def default_config_dir() -> Path:
-    """The repository's `configs/` folder (the package is installed editable from the repository)."""
-    here = Path(__file__).resolve().parents[2] / "configs"
-    if not (here / "tiny").is_dir():
-        raise FileNotFoundError(f"the recipe configs are not at {here}; pass config_dir= (the repository's configs/)")
-    return here
+    """The configs shipped in the package (`honestface/configs/`, also the repository's `configs/`)."""
+    from honestface.config import CONFIG_DIR
+
+    if not (CONFIG_DIR / "tiny").is_dir():
+        raise FileNotFoundError(f"the recipe configs are not at {CONFIG_DIR}; pass config_dir= (a folder with tiny/)")
+    return CONFIG_DIR
 
 
 def _finished(output_dir: Path, steps: int) -> bool:
