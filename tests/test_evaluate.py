@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -285,3 +286,38 @@ def test_a_failure_while_writing_leaves_no_half_written_report(tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="disk full"):
         _evaluate_in_process(restored, gt, old, overwrite=True)
     assert _contents(old) == before and not list(tmp_path.glob(".old*"))
+
+
+def test_identity_work_is_reused_within_an_evaluation_and_numbers_do_not_change(folders, tmp_path, monkeypatch):
+    """Two methods, LQ and references: each distinct image is detected and embedded once per evaluation (the LQ of
+    every method, a person's references, a restored image used for IDS and for reference honesty), and the numbers
+    equal those computed without reuse."""
+    from honestface.metrics import identity as identity_module
+    from honestface.metrics.evaluate import evaluate_folders
+
+    root, names = folders
+    calls = {"n": 0}
+    real_init = identity_module.IdentityMetrics.__init__
+
+    def counting_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        embed_image = self.encoder.embed_image
+
+        def counted(*a, **k):
+            calls["n"] += 1
+            return embed_image(*a, **k)
+
+        self.encoder.embed_image = counted
+
+    monkeypatch.setattr(identity_module.IdentityMetrics, "__init__", counting_init)
+    kw = {"refs": root / "refs", "lq": root / "lq", "metrics": ["ids_dlib", "ref_ids"], "identity": "dlib"}
+    res = evaluate_folders([root / "mild", root / "heavy"], root / "gt", **kw)
+    reused = calls["n"]
+    calls["n"] = 0
+    monkeypatch.setattr(identity_module.IdentityMetrics, "reuse", lambda self: contextlib.nullcontext())
+    plain = evaluate_folders([root / "mild", root / "heavy"], root / "gt", **kw)
+    assert reused <= 5 * len(names) < calls["n"]  # at most gt, lq, ref, mild and heavy once per person
+    for m in ("mild", "heavy"):
+        for a, b in zip(res.rows[m], plain.rows[m]):
+            for col in ("ids_dlib", "ref_ids", "lq_ref_ids", "ref_gain"):
+                assert (np.isnan(a[col]) and np.isnan(b[col])) or a[col] == b[col], (m, col)

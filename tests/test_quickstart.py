@@ -15,7 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ("--steps", "2", "--vae-steps", "2", "--vre-steps", "3", "--size", "64", "--device", "cpu")
+# few steps and views: every artefact and code path, in about a third of the default views' time
+FAST = ("--steps", "2", "--vae-steps", "2", "--vre-steps", "3", "--size", "64", "--device", "cpu", "--train-views", "6",
+        "--test-views", "2")
 
 
 def run_quickstart(*args: str) -> subprocess.CompletedProcess:
@@ -54,21 +56,22 @@ def test_quickstart_writes_every_artefact(quickstart_run):
     assert summary["test_identities"] == ["group_t1_4", "tom_hanks_aligned_0"]
     assert not set(summary["test_identities"]) & set(summary["train_identities"])  # held-out people
     assert len(summary["train_identities"]) == 7
-    assert summary["num_test_faces"] == 8  # 2 people x 4 views
+    assert summary["num_test_faces"] == 4  # 2 people x 2 views (--test-views 2)
+    assert summary["settings"]["train_views"] == 6
     for stage in ("vae", "vre", "honestface"):
         assert (out / "runs" / stage / "final" / "training.json").is_file()
         assert list((out / "runs" / stage / "logs").rglob("events.out.tfevents.*")), stage  # tensorboard
     assert (out / "runs" / "honestface" / "checkpoints").is_dir()
     restored = sorted(p.relative_to(out / "restored").as_posix() for p in (out / "restored").rglob("*.png"))
     lq = sorted(p.relative_to(out / "data/test/lq").as_posix() for p in (out / "data/test/lq").rglob("*.png"))
-    assert restored == lq and len(restored) == 8
+    assert restored == lq and len(restored) == 4
     assert summary["group_photo_faces"] == 6  # t1.jpg: six people detected and restored in photo mode
     assert (out / "photo" / "group_t1_restored.png").is_file()
     with (out / "evaluation" / "per_image.csv").open() as f:
         per_image = list(csv.DictReader(f))
     for metric in ("psnr", "ssim", "lmd_dlib68", "ald", "ald_e", "ald_m", "ids_dlib", "ref_ids"):
         row = summary["metrics"][metric]
-        assert row["faces"] == 8, metric  # computed for every held-out face, LQ and restored
+        assert row["faces"] == 4, metric  # computed for every held-out face, LQ and restored
         values = {m: {r["image"]: float(r[metric]) for r in per_image if r["method"] == m}
                   for m in ("LQ input", "HonestFace (tiny)")}
         sign = 1 if row["higher_is_better"] else -1

@@ -23,6 +23,7 @@ Reports (CSV, JSON, markdown, HTML) are written by `honestface.metrics.report`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -124,7 +125,6 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
     protocol: a published table (`honestface.metrics.protocols.PROTOCOLS`): its columns are computed (plus any
     `metrics` given) with its settings. test_set: the label of the test set (recorded; a protocol warns without).
     """
-    import torch
 
     from honestface.metrics.protocols import get_protocol
 
@@ -169,44 +169,10 @@ def evaluate_folders(restored: str | os.PathLike | Sequence[str | os.PathLike] |
     overlay: dict[str, dict[str, Any]] = {m: {} for m in methods}
     id_cols = [c for c in suite.columns if c.startswith(("ids_", "idangle_")) and c not in suite.published]
     lm_cols = [c for c in suite.columns if (c.startswith("lmd_") or c in ALD_KEYS)]
-    for start in range(0, len(keys), batch_size):
-        chunk = keys[start:start + batch_size]
-        gts = [_read(gt_index[k]) for k in chunk]
-        lqs = [_read(lq_index[k], g.shape[:2]) for k, g in zip(chunk, gts)] if lq_index else [None] * len(chunk)
-        ref_paths = [refs_of[k] for k in chunk]
-        refs_img = [[_read(p) for p in ps] for ps in ref_paths] if "ref_ids" in suite.columns else None
-        gt_ids = [_gt_identity(suite.identity, g) for g in gts] if id_cols else None
-        gt_lms = [_gt_landmarks(suite.landmark, g) for g in gts] if lm_cols else None
-        for m in methods:
-            outs = [_read(indices[m][k], g.shape[:2]) for k, g in zip(chunk, gts)]
-            batch = [{"image": k, "restored": indices[m][k], "gt": gt_index[k],
-                      "lq": lq_index[k] if lq_index else None, "refs": ref_paths[i],
-                      "failures": {}, **dict.fromkeys(suite.columns, float("nan"))} for i, k in enumerate(chunk)]
-            if suite.iqa_names:
-                _iqa(suite, outs, gts, batch, device, torch)
-            for i, (out, g) in enumerate(zip(outs, gts)):
-                row = batch[i]
-                if gt_lms is not None:
-                    lm_out, res = _restored_landmarks(suite.landmark, out, gt_lms[i])
-                    overlay[m][row["image"]] = (gt_lms[i][1], lm_out)
-                    _store(row, lm_cols, _rename(res, {"lmd": next((c for c in lm_cols if c.startswith("lmd_")),
-                                                                   "")}))
-                if gt_ids is not None:
-                    res = _identity_values(suite.identity, out, g, gt_ids[i])
-                    names = {"ids": f"ids_{suite.identity.name}", "deg": f"idangle_{suite.identity.name}"}
-                    _store(row, id_cols, _rename(res, names))
-                if refs_img is not None:
-                    res: dict[str, Any] = {"failed": "no references"}
-                    if refs_img[i]:  # without an LQ folder only ref_ids is asked for (lq_ref_ids needs the LQ)
-                        aligned = gt_ids[i][0] if gt_ids is not None and suite.identity.same_face else None
-                        res = suite.identity.reference_honesty(out, out if lqs[i] is None else lqs[i], refs_img[i],
-                                                               face=aligned)
-                        res = {"ref_ids": res.get("out_ref_ids"), "lq_ref_ids": res.get("in_ref_ids"),
-                               "ref_gain": res.get("gain"), **({"failed": res["failed"]} if "failed" in res else {})}
-                    _store(row, [c for c in REFERENCE_KEYS if c in suite.columns], res)
-            rows[m] += batch
-        if verbose:
-            log.info(f"evaluated {min(start + batch_size, len(keys))}/{len(keys)} images")
+    reuse = suite.identity.reuse() if suite.identity is not None else contextlib.nullcontext()
+    with reuse:  # an image embedded once (a person's references, the LQ of every method) is not embedded again
+        _evaluate_chunks(suite, keys, batch_size, methods, indices, gt_index, lq_index, refs_of, rows, overlay,
+                         id_cols, lm_cols, device, verbose)
     aggregates = _published(suite, methods, indices, gt_index, keys, rows, verbose)
     dataset: dict[str, dict[str, float]] = {m: {} for m in methods}
     set_refs: dict[str, dict[str, Any]] = {}
@@ -275,6 +241,52 @@ def _published(suite: MetricSuite, methods: dict[str, Path], indices: dict[str, 
                 log.info(f"{', '.join(values)}: {m} done")
     return out
 
+
+
+def _evaluate_chunks(suite: Any, keys: list[str], batch_size: int, methods: Sequence[str], indices: dict,
+                     gt_index: dict, lq_index: dict | None, refs_of: dict, rows: dict, overlay: dict,
+                     id_cols: list[str], lm_cols: list[str], device: Any, verbose: bool) -> None:
+    """The per-image metrics of every method, `batch_size` images at a time, appended to `rows` / `overlay`."""
+    import torch
+
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start:start + batch_size]
+        gts = [_read(gt_index[k]) for k in chunk]
+        lqs = [_read(lq_index[k], g.shape[:2]) for k, g in zip(chunk, gts)] if lq_index else [None] * len(chunk)
+        ref_paths = [refs_of[k] for k in chunk]
+        refs_img = [[_read(p) for p in ps] for ps in ref_paths] if "ref_ids" in suite.columns else None
+        gt_ids = [_gt_identity(suite.identity, g) for g in gts] if id_cols else None
+        gt_lms = [_gt_landmarks(suite.landmark, g) for g in gts] if lm_cols else None
+        for m in methods:
+            outs = [_read(indices[m][k], g.shape[:2]) for k, g in zip(chunk, gts)]
+            batch = [{"image": k, "restored": indices[m][k], "gt": gt_index[k],
+                      "lq": lq_index[k] if lq_index else None, "refs": ref_paths[i],
+                      "failures": {}, **dict.fromkeys(suite.columns, float("nan"))} for i, k in enumerate(chunk)]
+            if suite.iqa_names:
+                _iqa(suite, outs, gts, batch, device, torch)
+            for i, (out, g) in enumerate(zip(outs, gts)):
+                row = batch[i]
+                if gt_lms is not None:
+                    lm_out, res = _restored_landmarks(suite.landmark, out, gt_lms[i])
+                    overlay[m][row["image"]] = (gt_lms[i][1], lm_out)
+                    _store(row, lm_cols, _rename(res, {"lmd": next((c for c in lm_cols if c.startswith("lmd_")),
+                                                                   "")}))
+                if gt_ids is not None:
+                    res = _identity_values(suite.identity, out, g, gt_ids[i])
+                    names = {"ids": f"ids_{suite.identity.name}", "deg": f"idangle_{suite.identity.name}"}
+                    _store(row, id_cols, _rename(res, names))
+                if refs_img is not None:
+                    res: dict[str, Any] = {"failed": "no references"}
+                    if refs_img[i]:  # without an LQ folder only ref_ids is asked for (lq_ref_ids needs the LQ)
+                        aligned = gt_ids[i][0] if gt_ids is not None and suite.identity.same_face else None
+                        res = suite.identity.reference_honesty(out, out if lqs[i] is None else lqs[i], refs_img[i],
+                                                               face=aligned)
+                        res = {"ref_ids": res.get("out_ref_ids"), "lq_ref_ids": res.get("in_ref_ids"),
+                               "ref_gain": res.get("gain"), **({"failed": res["failed"]} if "failed" in res else {})}
+                    _store(row, [c for c in REFERENCE_KEYS if c in suite.columns], res)
+            rows[m] += batch
+        if verbose:
+            log.info(f"evaluated {min(start + batch_size, len(keys))}/{len(keys)} images")
 
 def _store(row: dict[str, Any], cols: list[str], res: dict[str, Any]) -> None:
     """Copy a metric result into the row; a {"failed": reason} (or a missing / None value) is a failure."""

@@ -21,11 +21,19 @@ With `same_face=True` (aligned, pixel-registered pairs) the face is detected onc
 sample; with `same_face=False` each image is detected on its own. The LQ input of `reference_honesty` is resized to
 the output's size (bicubic) and embedded with the output's detection. Detection failures are returned as
 {"failed": reason}, never averaged in silently.
+
+Inside `with metrics.reuse():` (what `evaluate_folders` does for one evaluation) an image already seen, identified
+by its pixels, has its detection and embedding reused instead of recomputed: the references of a person, the LQ
+input of every method, a restored image embedded for IDS and again for reference honesty. The functions are
+deterministic, so the numbers are the same; the memo lives only for the block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import cv2
 import numpy as np
@@ -70,6 +78,27 @@ class IdentityMetrics:
         self.encoder = encoder
         self.detector = build_detector(detector, device=device)
         self.same_face = bool(same_face)
+        self._memo: dict[tuple, Any] | None = None  # set only inside `reuse()`
+
+    @contextmanager
+    def reuse(self) -> Iterator[None]:
+        """Within the block, detections and embeddings of images already seen (same pixels) are reused."""
+        outer, self._memo = self._memo, {} if self._memo is None else self._memo
+        try:
+            yield
+        finally:
+            self._memo = outer
+
+    def _remember(self, key: tuple, compute):
+        if self._memo is None:
+            return compute()
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    @staticmethod
+    def _pixels(image: np.ndarray) -> tuple:
+        return image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
 
     @property
     def name(self) -> str:
@@ -80,8 +109,13 @@ class IdentityMetrics:
         """The largest face of an image (FaceDetection) or None."""
         from honestface.face import select_faces
 
-        dets = select_faces(self.detector.detect(image), "largest")
-        return dets[0] if dets else None
+        image = as_rgb_uint8(image)
+
+        def largest():
+            dets = select_faces(self.detector.detect(image), "largest")
+            return dets[0] if dets else None
+
+        return self._remember(("detect", *self._pixels(image)), largest)
 
     def embed(self, image: np.ndarray, face=None) -> np.ndarray | None:
         """(dim,) unit embedding of the largest face (or of the given FaceDetection), None when no face is found."""
@@ -89,7 +123,10 @@ class IdentityMetrics:
         face = face if face is not None else self.detect(image)
         if face is None:
             return None
-        return self.encoder.embed_image(image, face)[0]
+        where = tuple(np.asarray(v, dtype=np.float64).tobytes() for v in
+                      (face.box, face.points5, *(face.extra[k] for k in sorted(face.extra)))
+                      if v is not None and np.asarray(v).dtype.kind in "fiu")
+        return self._remember(("embed", *self._pixels(image), where), lambda: self.encoder.embed_image(image, face)[0])
 
     def __call__(self, restored: np.ndarray, gt: np.ndarray) -> dict:
         """{"ids", "deg"} of one pair of RGB images, or {"failed": reason}."""

@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None, prog: str = "honestface-quickstart") -> 
     parser.add_argument("--vre-steps", type=int, default=STEPS["vre"],
                         help="steps of the VRE codebook stage (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    parser.add_argument("--train-views", type=int, default=24,
+                        help="degraded views per training person (default: %(default)s)")
+    parser.add_argument("--test-views", type=int, default=4,
+                        help="degraded views per held-out person (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="data, degradation and training seed (default: %(default)s)")
     parser.add_argument("--seeds", default=None, metavar="0,1,2",
                         help="run once per seed into OUTPUT/seed_<s> and report the spread and verdicts across seeds")
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None, prog: str = "honestface-quickstart") -> 
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
     start_logging(args)
-    for name in ("steps", "vae_steps", "vre_steps"):
+    for name in ("steps", "vae_steps", "vre_steps", "train_views", "test_views"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None, prog: str = "honestface-quickstart") -> 
                 print(f"wrote {path}")
             return 0
         settings = {"size": args.size, "steps": args.steps, "vae_steps": args.vae_steps, "vre_steps": args.vre_steps,
-                        "device": args.device}
+                        "device": args.device, "train_views": args.train_views, "test_views": args.test_views}
         if args.seeds is not None:
             from honestface.apps.quickstart.seeds import markdown_seeds_table, parse_seeds, run_seeds
 
