@@ -385,7 +385,12 @@ def test_cli_list_and_check(weights_home):
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["retinaface_resnet50"]["status"] == "present"
 
-    assert _cli("check", home=weights_home).returncode == 0  # nothing corrupt
+    assert rows["clip_vit_h14_vision"]["hub"]["revision"] == "0859e809306db97aa2338e370587ab284e8a754f"
+    check = _cli("check", home=weights_home)
+    assert check.returncode == 0  # nothing corrupt
+    unpinned = {x.split(":")[0].split()[1] for x in check.stdout.splitlines() if x.startswith("unpinned ")}
+    assert unpinned == {n for n, r in rows.items() if r["unpinned"]} and "sd21_base" in unpinned
+    assert "clip_vit_h14_vision" not in unpinned and "osdface_vre" not in unpinned  # pinned / not downloadable
     assert _cli("check", "awing_fan", home=weights_home).returncode == 1  # requested but missing
     vgg = weights_home / "torchvision" / "vgg16-397923af.pth"
     vgg.parent.mkdir(parents=True)

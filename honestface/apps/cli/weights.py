@@ -40,7 +40,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append({
             "name": entry.name, "status": hw.weight_status(entry, home=args.home), "kind": entry.kind,
             "config_key": entry.config_key, "path": str(hw.weights_home(args.home) / entry.relpath),
-            "sha256": entry.sha256, "urls": list(entry.urls), "hint": entry.hint, "description": entry.description,
+            "sha256": entry.sha256, "urls": list(entry.urls),
+            "hub": None if entry.hub is None else {"repo_id": entry.hub.repo_id, "revision": entry.hub.revision,
+                                                   "subfolder": entry.hub.subfolder},
+            "unpinned": entry.pinning_gaps(), "hint": entry.hint, "description": entry.description,
             "licence": entry.licence, "notes": entry.notes,
         })
     if args.format == "json":
@@ -80,6 +83,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not explicit:
         present = sum(hw.weight_status(n, home=args.home) == "present" for n in names)
         print(f"{present} of {len(names)} weights present under {hw.weights_home(args.home)}; {bad} corrupt")
+    gaps = {n: hw.get_entry(n).pinning_gaps() for n in names}
+    gaps = {n: g for n, g in gaps.items() if g}
+    if gaps:  # downloads that cannot be reproduced bit for bit: a Hub branch, or no published sha256
+        print(f"{len(gaps)} downloadable weights are not pinned (a fetch of them is not checked against a fixed "
+              "file; the size/sha256 of what you have is in `check`'s output and in every report that uses it):")
+        for n, g in gaps.items():
+            print(f"unpinned {n}: {'; '.join(g)}")
     return 1 if bad else 0
 
 
