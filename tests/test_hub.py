@@ -10,11 +10,9 @@ huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE into `huggingface_hub.consta
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -233,22 +231,10 @@ def test_card_metadata_for_the_sd21_preset(tmp_path, tiny_honestface_dir):
         build_model_card(folder, evaluation=tmp_path / "no_report")
 
 
-def infer_script():
-    """scripts/infer.py as a module (its parser and flag mapping; `main` would set up console logging)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        spec = importlib.util.spec_from_file_location("infer_script", REPO / "scripts" / "infer.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return module
-
-
 def test_infer_cli_runs_a_hub_id(hub_cache, tiny_honestface_dir, tmp_path, capsys):
     cache_snapshot(hub_cache, "org/tiny-honestface", tiny_honestface_dir, COMMIT_A)
     write_image(tmp_path / "lq" / "a.png", face(64))
-    script = infer_script()
+    from honestface.apps.cli import infer as script  # the parser and flag mapping behind scripts/infer.py
 
     def infer(model: str, out: str, *flags: str) -> int:
         args = script.build_parser().parse_args(["--model", model, "--input", str(tmp_path / "lq"), "--output",
