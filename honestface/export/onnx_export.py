@@ -131,9 +131,9 @@ def export_onnx(model_dir: str | os.PathLike, output: str | os.PathLike, *, weig
     model_dir, out = Path(model_dir), Path(output)
     family = model_family(model_dir)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--output {out} is a file; give a folder")
+        raise ValueError(f"output {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {out} is not empty; choose another or pass overwrite=True (--overwrite)")
+        raise ValueError(f"output folder {out} is not empty; choose another or pass overwrite=True (--overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
     op = "aten::_upsample_bicubic2d_aa"
