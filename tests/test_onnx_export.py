@@ -150,3 +150,11 @@ def test_export_command_and_infer_onnx(tiny_export: Path, tiny_honestface_dir: P
         assert psnr(read_image(out_onnx / name), read_image(out_torch / name)) >= 45
     assert infer_main(["--onnx", str(tiny_export), "--input", str(lq), "--output", str(tmp_path / "bf"),
                        "--dtype", "bf16"]) == 2
+
+
+def test_vspbfr_folder_is_refused_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "vspbfr").mkdir()
+    (tmp_path / "vspbfr" / "vspbfr_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="not supported yet"):
+        export_onnx(tmp_path / "vspbfr", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vspbfr"]

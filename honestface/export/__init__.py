@@ -13,6 +13,6 @@ _EXPORTS = {
     "OnnxPipeline": "onnx_pipeline",
     "OnnxHonestFacePipeline": "onnx_pipeline",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["MANIFEST_FILE", "OnnxHonestFacePipeline", "OnnxPipeline", "export_onnx", "read_manifest"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -38,7 +38,7 @@ HONESTFACE_GRAPHS = ("vae_encoder", "vre", "ide_image", "ide_reference", "fusion
 def select_unique_codes_exportable(z: torch.Tensor, codebook: torch.Tensor, num_tokens: int
                                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """`select_unique_codes` (honestface.models.vre) with exportable ops: same indices (B, T) int64 and valid mask."""
-    b, n = z.shape[0], z.shape[2] * z.shape[3]
+    n = z.shape[2] * z.shape[3]
     dist = squared_distances(z.flatten(2).transpose(1, 2), codebook)  # (B, N, K)
     min_dist, nearest = dist.min(dim=2)  # (B, N)
     order = torch.topk(min_dist, n, dim=1, largest=False, sorted=True).indices  # ONNX TopK: ties -> lower index

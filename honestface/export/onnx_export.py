@@ -1,10 +1,9 @@
-"""ONNX export of a saved model folder: every inference graph (`honestface.export.graphs`, VSPBFR's in
-`honestface.export.vspbfr_graphs`) as one .onnx file with a dynamic batch, each validated with `onnx.checker`, plus
+"""ONNX export of a saved HonestFace model folder: every inference graph (`honestface.export.graphs`) as one .onnx file with a dynamic batch, each validated with `onnx.checker`, plus
 `onnx_manifest.json` so `honestface.export.OnnxPipeline` runs the export without the torch model folder.
 
 Manifest (`MANIFEST_FILE`): format "honestface-onnx", version, family ("honestface" | "vspbfr"), opset, exporter,
 native settings (resolution, resize, timestep), per graph its file and input / output names, the family's runtime
-facts (HonestFace: latent shape, encode mode, use_ide, blind mode) and the torch model folder's own config
+facts (latent shape, encode mode, use_ide, blind mode) and the torch model folder's own config
 (`model_config`, as saved by `save_pretrained`).
 
 Our choices: the TorchScript exporter (`torch.onnx.export(..., dynamo=False)`): it traces the diffusers UNet / VAE
@@ -34,7 +33,7 @@ __all__ = ["MANIFEST_FILE", "ONNX_FORMAT", "OPSET", "export_onnx", "model_family
 MANIFEST_FILE = "onnx_manifest.json"
 ONNX_FORMAT = "honestface-onnx"
 OPSET = 18
-FAMILIES = ("honestface", "vspbfr")
+FAMILIES = ("honestface",)  # families with an ONNX export (VSPBFR: not yet)
 
 
 def model_family(model_dir: str | os.PathLike) -> str:
@@ -116,20 +115,17 @@ def _honestface_export(model_dir: Path, tmp: Path, weights: dict[str, str] | Non
     return {"native": model.native_settings.to_dict(), "graphs": graphs, "honestface": facts}
 
 
-def _vspbfr_export(model_dir: Path, tmp: Path, weights: dict[str, str] | None, opset: int) -> dict[str, Any]:
-    from honestface.export.vspbfr_graphs import vspbfr_export
-
-    return vspbfr_export(model_dir, tmp, lambda *a: export_graph(*a, opset=opset))
-
-
 def export_onnx(model_dir: str | os.PathLike, output: str | os.PathLike, *, weights: dict[str, str] | None = None,
                 opset: int = OPSET, overwrite: bool = False) -> Path:
-    """Export the saved model folder `model_dir` (HonestFace or VSPBFR) to the folder `output` (module docstring);
+    """Export the saved HonestFace model folder `model_dir` to the folder `output` (module docstring);
     returns it. `weights`: registry name -> path for frozen parts the folder names by registry entry."""
     from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
 
     model_dir, out = Path(model_dir), Path(output)
     family = model_family(model_dir)
+    if family not in FAMILIES:
+        raise ValueError(f"{model_dir}: ONNX export of {family} models is not supported yet (HonestFace only); "
+                         f"run it with the torch pipeline (honestface-infer --model)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -139,12 +135,10 @@ def export_onnx(model_dir: str | os.PathLike, output: str | os.PathLike, *, weig
     op = "aten::_upsample_bicubic2d_aa"
     register_custom_op_symbolic(op, _bicubic_aa_symbolic(), opset)
     try:
-        run = _honestface_export if family == "honestface" else _vspbfr_export
         manifest = {"format": ONNX_FORMAT, "version": 1, "family": family, "opset": opset,
                     "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
-                    **run(model_dir, tmp, weights, opset)}
-        config_file = "honestface_config.json" if family == "honestface" else "vspbfr_config.json"
-        manifest["model_config"] = json.loads((model_dir / config_file).read_text())
+                    **_honestface_export(model_dir, tmp, weights, opset)}
+        manifest["model_config"] = json.loads((model_dir / "honestface_config.json").read_text())
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -1,7 +1,7 @@
 """OnnxPipeline: the restoration pipelines (aligned faces and whole photos) with every model call on onnxruntime.
 
 `OnnxPipeline.from_pretrained(export_dir)` reads the export's manifest and returns the family's pipeline: an
-`OnnxHonestFacePipeline` (a `HonestFacePipeline` whose model is `OnnxHonestFace`) or an `OnnxVSPBFRPipeline`. All
+`OnnxHonestFacePipeline` (a `HonestFacePipeline` whose model is `OnnxHonestFace`; VSPBFR has no export yet). All
 face handling (inputs, detection and alignment, references, resize, colour fix, paste-back) is the torch
 pipeline's own code; only `_predict` / `encode_references` go to onnxruntime, so outputs match the torch pipeline up
 to float round-off. The face detector, landmarker and identity encoder used for photo mode and references stay the
@@ -42,12 +42,9 @@ class OnnxPipeline:
         manifest = read_manifest(folder)
         graphs = OnnxGraphs(folder, manifest, providers, threads)
         landmarker = build_face_models(None, landmarker, None)[1]
-        if manifest["family"] == "honestface":
-            return OnnxHonestFacePipeline(OnnxHonestFace(graphs), detector, landmarker, identity,
-                                          detector_threshold=detector_threshold, **kw)
-        from honestface.export.vspbfr_runtime import OnnxVSPBFR, OnnxVSPBFRPipeline
-
-        return OnnxVSPBFRPipeline(OnnxVSPBFR(graphs), detector, landmarker, detector_threshold=detector_threshold, **kw)
+        # read_manifest accepts only families with an export (HonestFace)
+        return OnnxHonestFacePipeline(OnnxHonestFace(graphs), detector, landmarker, identity,
+                                      detector_threshold=detector_threshold, **kw)
 
     @property
     def device(self) -> torch.device:

@@ -1,7 +1,7 @@
 """`honestface-export` (also `python scripts/export.py`): export a saved model folder for another runtime.
 
     honestface-export --model runs/honestface/final --format onnx --output exported/
-    honestface-export --model runs/vspbfr/final --format onnx --output exported_vspbfr/ --overwrite
+    honestface-export --model runs/honestface/final --format onnx --output exported/ --overwrite
 
 Writes one .onnx file per inference graph (dynamic batch, each checked with the onnx checker) and
 onnx_manifest.json; run the export with `honestface-infer --onnx DIR` or `honestface.export.OnnxPipeline`
@@ -22,8 +22,8 @@ FORMATS = ("onnx",)
 
 def build_parser(prog: str = "honestface-export") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="Export a saved HonestFace or VSPBFR model folder (save_pretrained / training output) "
-        "for another runtime.",
+        prog=prog, description="Export a saved HonestFace model folder (save_pretrained / training output) "
+        "for another runtime (VSPBFR: not yet).",
         epilog=f"example: {invocation(prog)} --model runs/honestface/final --format onnx --output exported/\n"
                f"then:    {sibling(prog, 'infer')} --onnx exported/ --input lq/ --output restored/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
