@@ -5,6 +5,7 @@
     python benchmarks/infer.py --scale sd21 --device cuda --dtype fp16
     python benchmarks/infer.py --threads 1        # on a shared CPU: avoids thread oversubscription noise
     python benchmarks/infer.py --model vspbfr --full --batches 1 --repeats 1   # VSPBFR tiny and full (512) scale
+    python benchmarks/infer.py --onnx --dtype fp32  # + onnxruntime vs torch fp32 seconds per face (HonestFace, CPU)
 
 HonestFace method (our choice). Two variants: `osdface` (the OSDFace-compatible model: VRE + one-step UNet + VAE,
 no IDE, `use_ide=False`) and `honestface` (full, with the IDE and K references). Each is built once with random
@@ -24,6 +25,11 @@ median is reported as seconds per face (`ide_refs`: per reference set). CUDA sta
 Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss, loading included)
 on CPU, `torch.cuda.max_memory_allocated` on a GPU. `precision`: PSNR between the pipeline's restoration of the
 same face by the model loaded in `--dtype` and in float32.
+
+ONNX (`--onnx`, HonestFace from the library's folders): each cached model is exported once (`honestface-export`)
+and its own subprocess times `OnnxPipeline` (onnxruntime, CPU provider, `--threads` intra-op threads) and the torch
+float32 `HonestFacePipeline` on the same faces and references, printed side by side under "onnx" with the PSNR
+between their outputs.
 
 VSPBFR (`--model vspbfr`; scales "tiny" and, with `--full`, the released "full" configuration: StyleGAN2 1024,
 restoration 512, random weights from `build_vspbfr`): the stages of `VSPBFR.forward` with one seeded generator per
@@ -202,6 +208,44 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
 
 
 @torch.no_grad()
+@torch.no_grad()
+def measure_onnx(folder: Path, batch: int, repeats: int, refs: int, threads: int, channels_last: bool = True) -> dict:
+    """onnxruntime (CPU provider) vs torch float32 on this CPU, side by side: seconds per face of the aligned-mode
+    pipeline at `batch` (median of `repeats` after one warm-up), same faces and references, and the PSNR between the
+    two restorations. The folder is exported once into <folder>/onnx (`honestface.export.export_onnx`)."""
+    from honestface.export import OnnxPipeline, export_onnx
+    from honestface.models import HonestFace
+    from honestface.pipelines import HonestFacePipeline, ReferencePool
+
+    export = folder / "onnx"
+    t0 = time.perf_counter()
+    if not (export / "onnx_manifest.json").is_file():
+        export_onnx(folder, export, overwrite=True)
+    export_s = time.perf_counter() - t0
+    torch_pipe = HonestFacePipeline(HonestFace.from_pretrained(folder, with_discriminator=False))
+    torch_pipe.merge_lora()
+    if channels_last:
+        torch_pipe.enable_channels_last()
+    torch_pipe.enable_vae_slicing()  # as scripts/infer.py on a CPU
+    onnx_pipe = OnnxPipeline.from_pretrained(export, detector=None, providers=["CPUExecutionProvider"],
+                                             threads=threads or None)
+    faces, ref_faces = _faces(torch_pipe.resolution, batch, refs)
+    references = ReferencePool(ref_faces) if torch_pipe.model.use_ide else None
+    out, seconds = {}, {}
+    for name, pipe in (("torch_fp32", torch_pipe), ("onnxruntime", onnx_pipe)):
+        out[name] = pipe(faces, references=references, batch_size=batch).images[0]  # warm-up (+ reference cache)
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            pipe(faces, references=references, batch_size=batch)
+            runs.append((time.perf_counter() - t0) / batch)
+        seconds[name] = round(float(np.median(runs)), 4)
+    return {"batch": batch, "export_seconds": round(export_s, 2), "torch_fp32_s_per_face": seconds["torch_fp32"],
+            "onnxruntime_s_per_face": seconds["onnxruntime"],
+            "speedup": round(seconds["torch_fp32"] / max(seconds["onnxruntime"], 1e-9), 2),
+            "psnr_onnx_vs_torch_db": round(_psnr(out["onnxruntime"], out["torch_fp32"]), 2)}
+
+
 def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
     from honestface.face import paste_back
     from honestface.models.vspbfr import build_vspbfr
@@ -264,6 +308,9 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
     if kind == "files":  # OSDFace's released formats, then one conversion (timed, its own peak memory)
         return convert_osdface_files(args.cache / "osdface-home", _DTYPES[args.dtype])
     folder = Path(args.folder) if args.folder else _cache_folder(args.cache, scale, variant)
+    if kind == "onnx":
+        result = measure_onnx(folder, int(batch), args.repeats, args.refs, args.threads, not args.no_channels_last)
+        return {**result, "scale": scale, "variant": variant}
     output = Path(args.output_npy) if args.output_npy else None
     result = measure(folder, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs, output,
                      channels_last=not args.no_channels_last)
@@ -308,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW convolution weights (to compare)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "honestface-bench",
                    help="where the random-weight models are saved once and re-loaded from")
+    p.add_argument("--onnx", action="store_true", help="HonestFace on a CPU: also export each model to ONNX and "
+                   "print onnxruntime vs torch fp32 seconds per face side by side (\"onnx\")")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     p.add_argument("--output-npy", help=argparse.SUPPRESS)  # internal: write the first restoration there
     p.add_argument("--folder", help=argparse.SUPPRESS)  # internal: measure this model folder
@@ -321,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(_one(args, device)))
         return 0
-    results, skipped, precision = [], [], []
+    results, skipped, precision, onnx_rows = [], [], [], []
 
     def record(out: dict | str, what: str) -> bool:
         if isinstance(out, str):
@@ -363,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for batch in args.batches:
                 record(_child(args, f"time:{scale}:{variant}:{batch}", *extra), f"{scale} {variant} batch {batch}")
+                if args.onnx and args.source == "library":
+                    row = _child(args, f"onnx:{scale}:{variant}:{batch}")
+                    if isinstance(row, str):
+                        skipped.append(f"{scale} {variant} batch {batch} onnx comparison failed: {row}")
+                    else:
+                        onnx_rows.append(row)
             if args.dtype != "fp32" and args.source == "library":  # the precision cost: this dtype's restoration vs float32's, same face
                 npy = {d: Path(built["folder"]) / f"restored-{d}.npy" for d in (args.dtype, "fp32")}
                 outs = [_child(argparse.Namespace(**{**vars(args), "dtype": d}), f"time:{scale}:{variant}:1",
@@ -377,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         add_roofline(r, roofline)
     report = {"machine": {**_machine(), "measured_gflops": roofline}, "source": args.source, "results": results,
               "precision": precision, "skipped": skipped}
+    if args.onnx:
+        report["onnx"] = onnx_rows
     if args.source == "osdface-files" and "conversion" in locals():
         report["conversion"] = conversion
     if device.type == "cpu" and "sd21" in scales:

@@ -169,6 +169,7 @@ class InferConfig:
     upscale: int = 1  # photo mode: output scale of the whole photo
     resolution: int | None = None  # face size the model runs at; None: the model's native one (OSDFace 512)
     allow_output_in_input: bool = False  # permit an output folder inside the input folder
+    onnx: str | None = None  # an ONNX export folder (honestface-export) to run instead of model.pretrained
 
 
 @dataclass

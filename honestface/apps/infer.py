@@ -130,6 +130,11 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
     from honestface.pipelines import pipeline_class
 
     cls = pipeline_class(model_architecture(cfg))
+    if cfg.infer.onnx is not None:  # an ONNX export on onnxruntime (honestface.export.OnnxPipeline)
+        from honestface.export import OnnxPipeline
+
+        return OnnxPipeline.from_pretrained(cfg.infer.onnx, detector=cfg.face.detector, identity=cfg.face.identity,
+                                            resolution=cfg.infer.resolution)
     # detector and identity encoder by name: each is built when first used (aligned faces need no detector)
     pipe = cls.from_pretrained(cfg.model.pretrained, weights=_weights(cfg) or None, detector=cfg.face.detector,
                                identity=cfg.face.identity, device=device,
@@ -275,12 +280,17 @@ def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, ref
 
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "failed", "skipped")}
     try:
-        native = read_native_settings(cfg.model.pretrained).to_dict()
+        if cfg.infer.onnx is not None:
+            from honestface.export import read_manifest
+
+            native = dict(read_manifest(cfg.infer.onnx)["native"])
+        else:
+            native = read_native_settings(cfg.model.pretrained).to_dict()
     except (OSError, ValueError, KeyError):  # nothing was loaded (all skipped) from a folder without a config
         native = {"resolution": None, "resize": None, "timestep": None}
     override = cfg.infer.resolution is not None
     return {"version": 1, "input": cfg.infer.input, "output": cfg.infer.output, "model": model,
-            "model_folder": cfg.model.pretrained,
+            "model_folder": cfg.model.pretrained, "onnx": cfg.infer.onnx,
             "architecture": model_architecture(cfg),
             "resolution": int(cfg.infer.resolution) if override else native["resolution"],
             "resolution_source": "override" if override else "model", "resize": native["resize"],
@@ -324,15 +334,33 @@ def _model_folder(cfg: DictConfig) -> str:
         raise InferenceSetupError(str(e)) from None
 
 
+def _onnx_setup(cfg: DictConfig) -> None:
+    """infer.onnx: the export folder is the model (its family from its manifest); fp32 only."""
+    from honestface.export import read_manifest
+
+    if cfg.model.pretrained is not None:
+        raise InferenceSetupError("give either model.pretrained (--model) or infer.onnx (--onnx), not both")
+    if cfg.infer.precision != "fp32":
+        raise InferenceSetupError(f"infer.precision={cfg.infer.precision}: an ONNX export runs in fp32 (--dtype)")
+    try:
+        cfg.model.name = read_manifest(cfg.infer.onnx)["family"]
+    except (OSError, ValueError) as e:
+        raise InferenceSetupError(str(e)) from None
+
+
 def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
     """Check everything that can be checked before loading a model -> (records, reference mode, output folder)."""
     icfg = cfg.infer
     for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
-                       ("model.pretrained", cfg.model.pretrained)):
+                       ("model.pretrained", cfg.model.pretrained if icfg.onnx is None else icfg.onnx)):
         if value is None:
             raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
-    released = _released_name(cfg)
-    if released is None or cfg.model.revision is not None:
+    released = None
+    if icfg.onnx is not None:
+        _onnx_setup(cfg)
+    else:
+        released = _released_name(cfg)
+    if icfg.onnx is None and (released is None or cfg.model.revision is not None):
         cfg.model.pretrained = _model_folder(cfg)
     from honestface.pipelines import pipeline_class
 

@@ -88,6 +88,8 @@ def build_parser(prog: str = "honestface-infer") -> argparse.ArgumentParser:
                    "released model by name: osdface, vspbfr (files from the weights registry, converted once; see "
                    "`" + sibling(prog, "weights") + " fetch --model NAME`), or a Hugging Face Hub id org/name (downloaded into the Hub cache "
                    "once; offline after) [model.pretrained]")
+    m.add_argument("--onnx", metavar="DIR", help="run an ONNX export folder (honestface-export --format onnx) on "
+                   "onnxruntime instead of --model (fp32; CUDA provider when available) [infer.onnx]")
     m.add_argument("--revision", metavar="REV", help="branch, tag or commit of a Hub id --model [model.revision]")
     m.add_argument("--arch", choices=["honestface", "vspbfr"], help="model family of --model (default: "
                    "honestface, or vspbfr for a folder with vspbfr_config.json) [model.name]")
@@ -118,7 +120,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
              "model.pretrained": args.model, "model.revision": args.revision, "model.name": args.arch, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
              "infer.device": args.device, "infer.precision": _DTYPE_ALIASES.get(args.dtype) if args.dtype else None,
              "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix,
-             "infer.resolution": args.resolution}
+             "infer.resolution": args.resolution, "infer.onnx": args.onnx}
     out = [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
     for flag, key, value in (("skip_existing", "infer.skip_existing", "true"), ("compile", "infer.compile", "true"), ("overwrite", "infer.overwrite", "true"),
                              ("save_comparison", "infer.save_comparison", "true"),
