@@ -1,0 +1,147 @@
+"""The web demo (honestface/apps/demo.py): its functions without a browser (restore the astronaut with a tiny model,
+aligned faces found automatically, bad uploads as one-line messages), and the page itself driven in headless
+Chromium (Debian's `chromium` + `chromium-driver` through Selenium; skipped with a message when they are absent;
+`.ci/run` installs them). HONESTFACE_UPDATE_SCREENSHOT=1 also writes the README's docs/images/demo.png."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from honestface.apps.demo import DemoError, ModelCache, available_models, read_upload, restore
+from honestface.data.samples import astronaut
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_honestface_dir: Path):
+    return ModelCache().get(str(tiny_honestface_dir))
+
+
+def test_restore_changes_the_photo_only_inside_the_face(pipe, tmp_path: Path) -> None:
+    photo = astronaut()
+    res = restore(pipe, photo, output_dir=tmp_path)
+    assert res.mode == "photo" and len(res.rows) == 1 and res.rows[0][3] == "yes"
+    changed = np.any(res.output != photo, axis=2)
+    assert changed.any() and not changed[res.mask == 0].any()  # every pixel outside the pasted face is kept
+    x0, y0, x1, y1 = (float(v) for v in res.rows[0][1].split(", "))
+    assert 150 < x0 < x1 < 300 and 30 < y0 < y1 < 200  # the astronaut's face, not the patch or the flag
+    assert np.array_equal(np.asarray(Image.open(res.path)), res.output)  # the download is the shown image, lossless
+    assert (res.boxes != photo).any()  # the box is drawn
+
+
+def test_references_give_identity_similarity_and_honesty_gain(pipe, tmp_path: Path) -> None:
+    photo = astronaut()
+    res = restore(pipe, photo, references=[photo], output_dir=tmp_path)
+    row = res.rows[0]
+    assert row[4] == "ref0"  # the reference was matched to the face
+    out_sim, in_sim, gain = (float(v) for v in row[5:8])
+    assert in_sim > 0.95  # the input face against itself (embedded from the crop vs from the photo)
+    assert gain == pytest.approx(out_sim - in_sim, abs=2e-3)
+
+
+def test_an_aligned_face_is_found_automatically(pipe, tmp_path: Path) -> None:
+    from honestface.face import extract_faces
+
+    crop = extract_faces(astronaut(), pipe.detector, size=256, template="ffhq")[0].crop
+    res = restore(pipe, crop, output_dir=tmp_path)
+    assert res.mode == "aligned" and res.output.shape == crop.shape and res.rows[0][1] == "whole image"
+    assert restore(pipe, astronaut(), output_dir=tmp_path).mode == "photo"  # square too, but not on the template
+
+
+def test_bad_uploads_and_models_give_one_line_messages(pipe, tmp_path: Path, tiny_honestface_dir: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo")
+    with pytest.raises(DemoError, match=r"photo notes.txt is not an image \(upload a JPEG"):
+        read_upload(text)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (400, 300)).save(big)
+    with pytest.raises(DemoError, match="400 x 300 .* takes up to 0"):
+        read_upload(big, max_pixels=100_000)
+    assert read_upload(big).shape == (300, 400, 3)
+    with pytest.raises(DemoError, match="no face found"):
+        restore(pipe, np.full((200, 300, 3), 128, np.uint8), output_dir=tmp_path)
+    with pytest.raises(DemoError, match="No model to run: start the demo with --model"):
+        ModelCache().get(None)
+    with pytest.raises(DemoError, match="is not a HonestFace or VSPBFR model folder"):
+        ModelCache().get(str(tmp_path))
+    assert available_models(["a"], quickstart=tmp_path) == ["a"]  # no export there: not offered
+    assert available_models([], quickstart=tiny_honestface_dir) == [str(tiny_honestface_dir)]
+    assert not list(tmp_path.glob("honestface-demo-*"))  # failed requests write nothing
+
+
+# ------------------------------------------------------------------------------------------------ in the browser
+def _browser():
+    """Headless Debian chromium through its chromedriver (no browser download), or a skip saying what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements.lock.txt)")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+def _wait(browser, condition, timeout: float = 60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out; status: {browser.find_element('id', 'status').text!r}")
+
+
+def test_demo_in_headless_chromium(tiny_honestface_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'honestface[demo]')")
+    browser = _browser()
+    from honestface.apps.demo import build_demo
+
+    demo = build_demo([str(tiny_honestface_dir)], quickstart=None, output_dir=tmp_path)
+    photo, text = tmp_path / "astronaut.png", tmp_path / "notes.txt"
+    Image.fromarray(astronaut()).save(photo)
+    text.write_text("not a photo")
+    try:
+        _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False)
+        browser.get(url)
+        by_id = lambda name: browser.find_element("id", name)  # noqa: E731
+        upload = lambda path: _wait(browser, lambda: by_id("photo").find_elements(  # noqa: E731
+            "css selector", "input[type=file]"))[0].send_keys(str(path))
+
+        upload(text)  # not an image: one line in the page, and the server keeps serving
+        by_id("restore").click()
+        _wait(browser, lambda: "notes.txt is not an image" in by_id("status").text)
+        by_id("photo").find_element("css selector", "button[aria-label='Clear']").click()
+        upload(photo)
+        by_id("restore").click()
+        _wait(browser, lambda: "Restored 1 of 1 face" in by_id("status").text)
+        sources = _wait(browser, lambda: [i.get_attribute("src") for i in
+                                          by_id("compare").find_elements("css selector", "img")][1:])
+        shown = np.asarray(Image.open(BytesIO(urllib.request.urlopen(sources[-1], timeout=30).read())).convert("RGB"))
+        cells = [c.text for c in by_id("faces").find_elements("css selector", "td")]
+        browser.save_screenshot(str(tmp_path / "demo.png"))
+        if os.environ.get("HONESTFACE_UPDATE_SCREENSHOT") == "1":
+            shutil.copyfile(tmp_path / "demo.png", REPO / "docs" / "images" / "demo.png")
+    finally:
+        browser.quit()
+        demo.close()
+    original = astronaut()
+    changed = np.any(shown != original, axis=2)
+    x0, y0, x1, y1 = (float(v) for v in next(c for c in cells if c.count(",") == 3).split(", "))
+    mx, my = (x1 - x0) / 4, (y1 - y0) / 4  # the pasted face's soft mask reaches a little past the detector's box
+    inside = np.zeros_like(changed)
+    inside[int(y0 - my):int(y1 + my) + 1, int(x0 - mx):int(x1 + mx) + 1] = True
+    assert changed[inside].mean() > 0.2 and not changed[~inside].any()
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
