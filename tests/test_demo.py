@@ -42,9 +42,10 @@ def test_restore_changes_the_photo_only_inside_the_face(pipe, tmp_path: Path) ->
 
 def test_references_give_identity_similarity_and_honesty_gain(pipe, tmp_path: Path) -> None:
     photo = astronaut()
-    res = restore(pipe, photo, references=[photo], output_dir=tmp_path)
+    res = restore(pipe, photo, references=[photo, photo[:, ::-1]], output_dir=tmp_path,
+                  reference_names=["me.png", "mirrored.png"])
     row = res.rows[0]
-    assert row[4] == "ref0"  # the reference was matched to the face
+    assert row[4] == "me.png, mirrored.png"  # both references were matched to the face
     out_sim, in_sim, gain = (float(v) for v in row[5:8])
     assert in_sim > 0.95  # the input face against itself (embedded from the crop vs from the photo)
     assert gain == pytest.approx(out_sim - in_sim, abs=2e-3)
@@ -89,19 +90,26 @@ def _browser():
         pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1300"):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
 
 
 def _wait(browser, condition, timeout: float = 60.0):
+    """The first true value of `condition()`, polled while the page renders (missing / replaced elements: retry)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        value = condition()
+        try:
+            value = condition()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"timed out; status: {browser.find_element('id', 'status').text!r}")
+    browser.save_screenshot("/tmp/demo-timeout.png") if os.environ.get("HONESTFACE_DEBUG") else None
+    raise AssertionError(f"timed out after {timeout:.0f} s; page text: {browser.find_element('tag name', 'body').text[:500]!r}")
 
 
 def test_demo_in_headless_chromium(tiny_honestface_dir: Path, tmp_path: Path) -> None:
@@ -110,8 +118,9 @@ def test_demo_in_headless_chromium(tiny_honestface_dir: Path, tmp_path: Path) ->
     from honestface.apps.demo import build_demo
 
     demo = build_demo([str(tiny_honestface_dir)], quickstart=None, output_dir=tmp_path)
-    photo, text = tmp_path / "astronaut.png", tmp_path / "notes.txt"
+    photo, reference, text = tmp_path / "astronaut.png", tmp_path / "reference.jpg", tmp_path / "notes.txt"
     Image.fromarray(astronaut()).save(photo)
+    Image.fromarray(astronaut()[:300, 60:420]).save(reference)  # another photo of her (not square, not aligned)
     text.write_text("not a photo")
     try:
         _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False)
@@ -125,15 +134,19 @@ def test_demo_in_headless_chromium(tiny_honestface_dir: Path, tmp_path: Path) ->
         _wait(browser, lambda: "notes.txt is not an image" in by_id("status").text)
         by_id("photo").find_element("css selector", "button[aria-label='Clear']").click()
         upload(photo)
+        _wait(browser, lambda: by_id("references").find_elements("css selector", "input[type=file]"))[0].send_keys(
+            str(reference))
         by_id("restore").click()
         _wait(browser, lambda: "Restored 1 of 1 face" in by_id("status").text)
         sources = _wait(browser, lambda: [i.get_attribute("src") for i in
                                           by_id("compare").find_elements("css selector", "img")][1:])
         shown = np.asarray(Image.open(BytesIO(urllib.request.urlopen(sources[-1], timeout=30).read())).convert("RGB"))
-        cells = [c.text for c in by_id("faces").find_elements("css selector", "td")]
+        cells = _wait(browser, lambda: [c for c in (td.get_attribute("textContent").strip() for td in
+                                                    by_id("faces").find_elements("css selector", "td")) if c])
         browser.save_screenshot(str(tmp_path / "demo.png"))
         if os.environ.get("HONESTFACE_UPDATE_SCREENSHOT") == "1":
-            shutil.copyfile(tmp_path / "demo.png", REPO / "docs" / "images" / "demo.png")
+            with Image.open(tmp_path / "demo.png") as shot:  # 256 colours: a quarter of the size, text stays sharp
+                shot.convert("RGB").quantize(256).save(REPO / "docs" / "images" / "demo.png", optimize=True)
     finally:
         browser.quit()
         demo.close()
@@ -145,3 +158,4 @@ def test_demo_in_headless_chromium(tiny_honestface_dir: Path, tmp_path: Path) ->
     inside[int(y0 - my):int(y1 + my) + 1, int(x0 - mx):int(x1 + mx) + 1] = True
     assert changed[inside].mean() > 0.2 and not changed[~inside].any()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+    assert "reference.jpg" in cells  # the uploaded reference was matched to her face, its similarity shown

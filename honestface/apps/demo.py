@@ -47,8 +47,8 @@ MAX_PIXELS = 40_000_000
 INPUT_KINDS = ("auto", "photo", "aligned")
 DTYPES = ("float32", "bfloat16", "float16")
 ALIGNED_TOLERANCE = 0.08
-TABLE_HEADERS = ["face", "box (x0, y0, x1, y1)", "detector score", "restored", "references used",
-                 "output-reference similarity", "input-reference similarity", "honesty gain (output - input)"]
+TABLE_HEADERS = ["face", "box x0, y0, x1, y1", "detector score", "restored", "references used",
+                 "output vs references", "input vs references", "honesty gain"]
 NO_MODEL = ("No model to run: start the demo with --model DIR_OR_HUB_ID (a HonestFace or VSPBFR folder, or a "
             "Hugging Face Hub id), or train the tiny model first with honestface-quickstart (it exports "
             f"{QUICKSTART_MODEL}).")
@@ -185,16 +185,18 @@ def face_rows(faces: Sequence[Any]) -> list[list[Any]]:
         gain = None if f.output_ref_similarity is None or f.input_ref_similarity is None else \
             f.output_ref_similarity - f.input_ref_similarity
         box = "whole image" if f.box is None else ", ".join(f"{v:.0f}" for v in f.box)
-        used = ", ".join(Path(r).name for r in f.references) or (f.reason or "none (blind)")
+        used = ", ".join(f.references) or (f.reason or "none (blind)")
         rows.append([i, box, _number(f.score), "yes" if f.restored else f"no: {f.reason}", used,
                      _number(f.output_ref_similarity), _number(f.input_ref_similarity), _number(gain)])
     return rows
 
 
 def restore(pipe: Any, image: np.ndarray, references: Sequence[np.ndarray] = (), kind: str = "auto", seed: int = 0,
-            output_dir: str | Path | None = None, progress: Callable[[float, str], None] | None = None) -> DemoResult:
+            output_dir: str | Path | None = None, progress: Callable[[float, str], None] | None = None,
+            reference_names: Sequence[str] | None = None) -> DemoResult:
     """Restore `image` (RGB uint8) with `pipe`: detect its faces, pick the mode (`kind`), restore with the
-    references (photos of the person, or aligned crops), and save the output as PNG in `output_dir`."""
+    references (photos of the person, or aligned crops; named in the table by `reference_names`), and save the
+    output as PNG in a new folder under `output_dir` (default: the system's temporary folder)."""
     from PIL import Image
 
     say = progress or (lambda fraction, text: None)
@@ -210,11 +212,15 @@ def restore(pipe: Any, image: np.ndarray, references: Sequence[np.ndarray] = (),
     mode = "aligned" if kind == "aligned" or (kind == "auto" and _is_aligned(image, detections)) else "photo"
     say(0.4, f"restoring ({mode} mode, {len(references)} reference(s))")
     blind = not references or not pipe.uses_references
-    options = {}
+    pool = None
     if not blind:  # the same rule as the input's: aligned crops only when every one sits on the template
+        from honestface.pipelines import ReferencePool
+
         detector = pipe.use_detector("mtcnn")
-        options["references_aligned"] = all(_is_aligned(r, detector.detect(r)) for r in references)
-    out = pipe(image, None if blind else list(references), mode=mode, seed=seed, **options)
+        aligned = all(_is_aligned(r, detector.detect(r)) for r in references)
+        names = list(reference_names or [f"reference {i}" for i in range(1, len(references) + 1)])
+        pool = ReferencePool(list(references), pipe.identity_encoder, detector, ids=names, aligned=aligned)
+    out = pipe(image, pool, mode=mode, seed=seed)
     faces = out.faces[0]
     restored = out.images[0]
     say(0.9, "saving")
@@ -246,14 +252,15 @@ def build_demo(models: Sequence[str] = (), quickstart: str | Path | None = QUICK
 
     def run(photo: str | None, refs: list[str] | None, model: str | None, device: str, dtype: str, kind: str,
             seed: float, progress: Any = gr.Progress()) -> tuple:
-        empty = (None, None, None, None, None)
+        empty = (None, None, None, None)  # compare, boxes, table, download
         try:
             image = read_upload(photo, max_pixels)
             references = [read_upload(r, max_pixels, "reference") for r in refs or []]
             progress(0.05, desc="loading the model")
             pipe = cache.get(model, device, dtype)
             res = restore(pipe, image, references, kind, int(seed), output_dir,
-                          progress=lambda f, text: progress(f, desc=text))
+                          progress=lambda f, text: progress(f, desc=text),
+                          reference_names=[Path(r).name for r in refs or []])
         except DemoError as err:
             return (f"**Error:** {err}", *empty)
         except (ValueError, OSError, RuntimeError) as err:  # a model or device that cannot be used, a bad file
@@ -284,7 +291,10 @@ def build_demo(models: Sequence[str] = (), quickstart: str | Path | None = QUICK
                                      elem_id="status")
                 compare = gr.ImageSlider(label="Before / after", format="png", elem_id="compare")
                 download = gr.File(label="Download the restored image (PNG)", elem_id="download")
-        boxes = gr.Image(label="Detected faces", format="png", interactive=False, elem_id="boxes")
-        table = gr.Dataframe(headers=TABLE_HEADERS, label="Faces", interactive=False, elem_id="faces")
+        with gr.Row():
+            boxes = gr.Image(label="Detected faces", format="png", interactive=False, height=320, scale=1,
+                             elem_id="boxes")
+            table = gr.Dataframe(headers=TABLE_HEADERS, label="Faces: identity similarity to the references (mean cosine; gain = output - input)",
+                                 interactive=False, wrap=True, scale=2, elem_id="faces")
         button.click(run, [photo, refs, model, device, dtype, kind, seed], [status, compare, boxes, table, download])
     return demo
