@@ -19,6 +19,7 @@ ENTRY_POINTS = dict(re.findall(r'^([\w-]+) = "([\w.:]+)"$', _SECTION, re.MULTILI
 SCRIPTS = {"honestface-train": "train.py", "honestface-infer": "infer.py", "honestface-evaluate": "evaluate.py",
            "honestface-prepare": "prepare_data.py", "honestface-weights": "weights.py",
            "honestface-quickstart": "quickstart.py"}
+SCRIPTS["honestface-demo"] = "demo.py"
 
 
 def test_every_script_has_a_console_command():

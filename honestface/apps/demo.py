@@ -168,7 +168,7 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[float] | None]) -> np
     for i, box in enumerate(boxes, 1):
         if box is None:
             continue
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
         cv2.rectangle(out, (x0, y0), (x1, y1), (0, 255, 0), thick)
         cv2.putText(out, str(i), (x0 + 2, max(y0 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (0, 255, 0), thick)
     return out
@@ -250,8 +250,10 @@ def build_demo(models: Sequence[str] = (), quickstart: str | Path | None = QUICK
     devices = list(devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]))
     cache = cache or ModelCache()
 
+    tracker = gr.Progress()  # Gradio finds the progress bar by this default value
+
     def run(photo: str | None, refs: list[str] | None, model: str | None, device: str, dtype: str, kind: str,
-            seed: float, progress: Any = gr.Progress()) -> tuple:
+            seed: float, progress: Any = tracker) -> tuple:
         empty = (None, None, None, None)  # compare, boxes, table, download
         try:
             image = read_upload(photo, max_pixels)
