@@ -63,11 +63,19 @@ def test_an_aligned_face_is_found_automatically(pipe, tmp_path: Path) -> None:
     assert restore(pipe, astronaut(), output_dir=tmp_path).mode == "photo"  # square too, but not on the template
 
 
+def test_command_refuses_a_missing_model_folder(capsys) -> None:
+    from honestface.apps.cli.demo import main
+
+    assert main(["--model", "no/such/folder/here"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --model no/such/folder/here: no such folder (pass a saved "
+                                               "model folder or a Hub id org/name)")
+
+
 def test_bad_uploads_and_models_give_one_line_messages(pipe, tmp_path: Path, tiny_honestface_dir: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a photo")
     with pytest.raises(DemoError, match=r"photo notes.txt is not an image \(upload a JPEG"):
-        read_upload("photo", text)
+        read_upload(text)
     big = tmp_path / "big.png"
     Image.new("RGB", (400, 300)).save(big)
     with pytest.raises(DemoError, match="400 x 300 .* takes up to 0"):
@@ -140,8 +148,10 @@ def test_demo_in_headless_chromium(tiny_honestface_dir: Path, tmp_path: Path) ->
     Image.fromarray(astronaut()).save(photo)
     Image.fromarray(astronaut()[:300, 60:420]).save(reference)  # another photo of her (not square, not aligned)
     text.write_text("not a photo")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny-honestface").symlink_to(tiny_honestface_dir)  # a short name for the screenshot
     port = _free_port()
-    server = subprocess.Popen([sys.executable, str(REPO / "scripts" / "demo.py"), "--model", str(tiny_honestface_dir),
+    server = subprocess.Popen([sys.executable, str(REPO / "scripts" / "demo.py"), "--model", "models/tiny-honestface",
                                "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,7 @@ def restore(pipe: Any, image: np.ndarray, references: Sequence[np.ndarray] = (),
     from PIL import Image
 
     say = progress or (lambda fraction, text: None)
+    start = time.perf_counter()
     if kind not in INPUT_KINDS:
         raise DemoError(f"input kind {kind!r} is not one of {', '.join(INPUT_KINDS)}")
     detections = []
@@ -229,7 +231,7 @@ def restore(pipe: Any, image: np.ndarray, references: Sequence[np.ndarray] = (),
     Image.fromarray(restored).save(path)
     done = sum(f.restored for f in faces)
     note = "" if blind or any(not f.blind for f in faces) else "; no reference matched a face, restored blind"
-    message = f"Restored {done} of {len(faces)} face(s) in {mode} mode{note}."
+    message = f"Restored {done} of {len(faces)} face(s) in {mode} mode ({time.perf_counter() - start:.1f} s){note}."
     if references and not pipe.uses_references:
         message += f" {pipe.family_label} is blind: the references were not used."
     return DemoResult(input=image, output=restored, mode=mode, boxes=draw_boxes(image, [f.box for f in faces]),

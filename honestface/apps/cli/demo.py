@@ -15,7 +15,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from honestface.apps.cli.common import fail, start_logging
+from honestface.apps.cli.common import fail, log, start_logging
 from honestface.log import add_logging_arguments
 
 
@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None, prog: str = "honestface-demo") -> int:
                 return fail(f"--model {model}: no such folder (pass a saved model folder or a Hub id org/name)")
     if importlib.util.find_spec("gradio") is None:
         return fail("the demo needs Gradio: pip install 'honestface[demo]' (or install requirements.lock.txt)")
-    from honestface.apps.demo import build_demo
+    from honestface.apps.demo import NO_MODEL, available_models, build_demo
 
+    if not available_models(args.model):
+        log.warning(NO_MODEL)
     demo = build_demo(args.model)
     print(f"demo: http://{args.host}:{args.port} (Ctrl+C stops it)")
     demo.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False)
