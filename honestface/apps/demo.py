@@ -262,7 +262,7 @@ def build_demo(models: Sequence[str] = (), quickstart: str | Path | None = QUICK
             references = [read_upload(r, max_pixels, "reference") for r in refs or []]
             progress(0.05, desc="loading the model")
             pipe = cache.get(model, device, dtype)
-            res = restore(pipe, image, references, kind, int(seed), output_dir,
+            res = restore(pipe, image, references, kind, int(seed or 0), output_dir,
                           progress=lambda f, text: progress(f, desc=text),
                           reference_names=[Path(r).name for r in refs or []])
         except DemoError as err:
@@ -270,6 +270,10 @@ def build_demo(models: Sequence[str] = (), quickstart: str | Path | None = QUICK
         except (ValueError, OSError, RuntimeError) as err:  # a model or device that cannot be used, a bad file
             log.warning("demo request failed", exc_info=err)
             return (f"**Error:** {' '.join(str(err).split()) or type(err).__name__}", *empty)
+        except Exception as err:  # a bug: the page gets one line, the console the traceback, the server goes on
+            log.error("demo request failed unexpectedly", exc_info=err)
+            text = " ".join(str(err).split())
+            return (f"**Error:** unexpected {type(err).__name__} (traceback in the demo's console): {text}", *empty)
         return (res.message, (res.input, res.output), res.boxes, res.rows, str(res.path))
 
     with gr.Blocks(title="HonestFace demo") as demo:
@@ -281,8 +285,8 @@ def build_demo(models: Sequence[str] = (), quickstart: str | Path | None = QUICK
                 photo = gr.File(label="Photo or aligned face", type="filepath", elem_id="photo")
                 refs = gr.File(label="Reference photos of the person (optional)", file_count="multiple",
                                type="filepath", elem_id="references")
-                model = gr.Dropdown(choices, value=choices[0] if choices else None, label="Model",
-                                    allow_custom_value=True, elem_id="model")
+                model = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
+                                    label="Model (or type a model folder / Hub id)", elem_id="model")
                 with gr.Row():
                     device = gr.Dropdown(devices, value=devices[0], label="Device")
                     dtype = gr.Dropdown(list(DTYPES), value="float32", label="dtype")
@@ -298,7 +302,8 @@ def build_demo(models: Sequence[str] = (), quickstart: str | Path | None = QUICK
         with gr.Row():
             boxes = gr.Image(label="Detected faces", format="png", interactive=False, height=320, scale=1,
                              elem_id="boxes")
-            table = gr.Dataframe(headers=TABLE_HEADERS, label="Faces: identity similarity to the references (mean cosine; gain = output - input)",
-                                 interactive=False, wrap=True, scale=2, elem_id="faces")
+            table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, scale=2, elem_id="faces",
+                                 label="Faces: identity similarity to the references (mean cosine; gain = output - "
+                                       "input)")
         button.click(run, [photo, refs, model, device, dtype, kind, seed], [status, compare, boxes, table, download])
     return demo

@@ -54,5 +54,6 @@ def main(argv: list[str] | None = None, prog: str = "honestface-demo") -> int:
         log.warning(NO_MODEL)
     demo = build_demo(args.model)
     print(f"demo: http://{args.host}:{args.port} (Ctrl+C stops it)")
-    demo.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False)
+    # uploads over 200 MB are refused by Gradio itself (a message in the page) before they reach the disk
+    demo.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, max_file_size="200mb")
     return 0
