@@ -71,7 +71,18 @@ def test_command_refuses_a_missing_model_folder(capsys) -> None:
                                                "model folder or a Hub id org/name)")
 
 
-def test_bad_uploads_and_models_give_one_line_messages(pipe, tmp_path: Path, tiny_honestface_dir: Path) -> None:
+def test_the_quickstart_export_is_offered_when_it_exists(tmp_path: Path, tiny_honestface_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert available_models() == []
+    export = tmp_path / "outputs" / "quickstart" / "runs" / "honestface" / "final"  # honestface-quickstart's
+    export.parent.mkdir(parents=True)
+    export.symlink_to(tiny_honestface_dir)
+    assert available_models() == ["outputs/quickstart/runs/honestface/final"]
+    assert available_models(["org/name"]) == ["org/name", "outputs/quickstart/runs/honestface/final"]
+
+
+def test_bad_uploads_and_models_give_one_line_messages(pipe, tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a photo")
     with pytest.raises(DemoError, match=r"photo notes.txt is not an image \(upload a JPEG"):
@@ -88,7 +99,6 @@ def test_bad_uploads_and_models_give_one_line_messages(pipe, tmp_path: Path, tin
     with pytest.raises(DemoError, match="is not a HonestFace or VSPBFR model folder"):
         ModelCache().get(str(tmp_path))
     assert available_models(["a"], quickstart=tmp_path) == ["a"]  # no export there: not offered
-    assert available_models([], quickstart=tiny_honestface_dir) == [str(tiny_honestface_dir)]
     assert not list(tmp_path.glob("honestface-demo-*"))  # failed requests write nothing
 
 
