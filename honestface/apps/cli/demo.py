@@ -15,15 +15,19 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from honestface.apps.cli.common import fail, log, start_logging
+from honestface.apps.cli.common import fail, invocation, log, start_logging
 from honestface.log import add_logging_arguments
+
+DESCRIPTION = ("Serve the web demo: restore an uploaded photo (optionally with reference photos of the person) in the "
+               "browser, compare it with the input and see each face's identity similarity to the references.")
 
 
 def build_parser(prog: str = "honestface-demo") -> argparse.ArgumentParser:
     from honestface.apps.demo import MAX_PIXELS, QUICKSTART_MODEL
 
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
+    examples = __doc__.split("\n\n", 1)[1].replace("honestface-demo", invocation(prog))
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=f"examples:\n{examples}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], metavar="DIR_OR_HUB_ID",
                         help="a model to offer (repeat for several); the quickstart's export "
                              f"({QUICKSTART_MODEL}) is added when it exists")
