@@ -18,7 +18,7 @@ _SECTION = (REPO / "pyproject.toml").read_text().partition("\n[project.scripts]\
 ENTRY_POINTS = dict(re.findall(r'^([\w-]+) = "([\w.:]+)"$', _SECTION, re.MULTILINE))
 SCRIPTS = {"honestface-train": "train.py", "honestface-infer": "infer.py", "honestface-evaluate": "evaluate.py",
            "honestface-prepare": "prepare_data.py", "honestface-weights": "weights.py",
-           "honestface-quickstart": "quickstart.py", "honestface-export": "export.py"}
+           "honestface-quickstart": "quickstart.py", "honestface-export": "export.py", "honestface-demo": "demo.py"}
 
 
 def test_every_script_has_a_console_command():

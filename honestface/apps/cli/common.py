@@ -27,7 +27,7 @@ EXIT_BAD_INPUT = 2
 log = get_logger("scripts")
 # command -> its script in the repository's scripts/ folder (the console script is `honestface-<command>`)
 SCRIPTS = {"train": "train.py", "infer": "infer.py", "evaluate": "evaluate.py", "prepare": "prepare_data.py",
-           "weights": "weights.py", "quickstart": "quickstart.py", "export": "export.py"}
+           "weights": "weights.py", "quickstart": "quickstart.py", "export": "export.py", "demo": "demo.py"}
 
 
 def invocation(prog: str) -> str:
