@@ -310,12 +310,19 @@ def test_identity_work_is_reused_within_an_evaluation_and_numbers_do_not_change(
         self.encoder.embed_image = counted
 
     monkeypatch.setattr(identity_module.IdentityMetrics, "__init__", counting_init)
-    kw = {"refs": root / "refs", "lq": root / "lq", "metrics": ["ids_dlib", "ref_ids"], "identity": "dlib"}
-    res = evaluate_folders([root / "mild", root / "heavy"], root / "gt", **kw)
+    names = names[-3:]  # three people are enough to count
+    sub = {f: tmp_path / f for f in ("gt", "mild", "heavy", "lq", "refs")}
+    for f, folder in sub.items():
+        for name in names:
+            src = next((root / f / name).iterdir())
+            (folder / name).mkdir(parents=True)
+            (folder / name / src.name).write_bytes(src.read_bytes())
+    kw = {"refs": sub["refs"], "lq": sub["lq"], "metrics": ["ids_dlib", "ref_ids"], "identity": "dlib"}
+    res = evaluate_folders([sub["mild"], sub["heavy"]], sub["gt"], **kw)
     reused = calls["n"]
     calls["n"] = 0
     monkeypatch.setattr(identity_module.IdentityMetrics, "reuse", lambda self: contextlib.nullcontext())
-    plain = evaluate_folders([root / "mild", root / "heavy"], root / "gt", **kw)
+    plain = evaluate_folders([sub["mild"], sub["heavy"]], sub["gt"], **kw)
     assert reused <= 5 * len(names) < calls["n"]  # at most gt, lq, ref, mild and heavy once per person
     for m in ("mild", "heavy"):
         for a, b in zip(res.rows[m], plain.rows[m]):
