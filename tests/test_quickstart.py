@@ -140,6 +140,15 @@ def test_same_command_and_seed_give_a_bit_identical_summary_and_seeds_are_aggreg
         assert row["verdict"] == (verdicts.pop() if len(verdicts) == 1 else "no measurable change"), m
     assert (multi / "seeds.md").read_text().startswith("| metric (held-out faces)")
     assert "time per seed" in run.stdout
+    # benchmarks/quickstart_seeds.py on the same folder (its smoke test, see tests/test_benchmarks_smoke.py): it
+    # resumes both seeds without retraining and prints the same aggregate as JSON
+    bench = subprocess.run([sys.executable, "benchmarks/quickstart_seeds.py", "--seeds", "0,1", "--output", str(multi),
+                            *FAST], cwd=REPO, capture_output=True,
+                           text=True, timeout=600, check=False)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    printed = json.loads(bench.stdout[bench.stdout.index("{"):])
+    assert printed["seeds"] == [0, 1] and printed["metrics"]["psnr"]["restored_mean"] == psnr["restored_mean"]
+    assert bench.stderr.count("already trained") == 6  # three stages per seed
     bad = run_quickstart("--output", str(tmp_path / "bad"), "--seeds", "0,0", *FAST)
     assert bad.returncode == 2 and "distinct" in bad.stderr and not (tmp_path / "bad").exists()
 
