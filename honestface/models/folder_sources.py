@@ -29,7 +29,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
+
+from typing_extensions import Self  # typing.Self is Python 3.11+; we support 3.10 (a torch dependency)
 
 from honestface.log import get_logger
 from honestface.weights import (

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any, Self
+from typing import Any
 
 import torch
+from typing_extensions import Self  # typing.Self is Python 3.11+; we support 3.10 (a torch dependency)
 
 logger = logging.getLogger("honestface.training")
 
