@@ -173,6 +173,28 @@ class InferConfig:
 
 
 @dataclass
+class VideoConfig:
+    """Video inference (`infer.input` a video file, or a folder of frames with `frames`); honestface.video."""
+
+    frames: bool = False  # infer.input is a folder holding the frames of one clip (not a folder of faces)
+    fps: float | None = None  # frame rate of a folder of frames; None: 25
+    # temporal filter of each track's five points: gaussian (zero-lag, `sigma` frames), one_euro (causal:
+    # `min_cutoff` Hz, `beta`), none
+    smoothing: Literal["none", "gaussian", "one_euro"] = "gaussian"
+    sigma: float = 1.5
+    min_cutoff: float = 1.0
+    beta: float = 0.0
+    iou_threshold: float = 0.3  # a face joins a track whose last box it overlaps this much ...
+    identity_threshold: float | None = None  # ... or whose identity it matches (None: the encoder's default)
+    max_gap: int = 5  # frames a track may miss its face and go on
+    min_track_length: int = 1  # shorter tracks are left as they are
+    fade_frames: int = 2  # a restored face fades in / out over this many frames where its track starts / ends
+    chunk_frames: int = 32  # frames restored and kept per chunk (what an interrupted run keeps)
+    crf: int = 18  # H.264 quality of the output (0-51, lower is better)
+    lossless: bool = False  # RGB-exact output codec (libx264rgb qp 0 / ffv1): untouched frames stay bit-identical
+
+
+@dataclass
 class EvalConfig:
     # `restored`: one folder, or a list of folders / `name=folder` items (one method each, compared side by side)
     restored: Any = None
@@ -204,6 +226,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     # registry name (`.` written `_`) or bundled weight -> local path (honestface.weights); unknown names fail at load
     weights: dict[str, str] = field(default_factory=dict)
@@ -340,6 +363,18 @@ def _check_values(cfg: DictConfig) -> None:
                 "infer.min_input_size"]:
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"bad value for '{key}': must be >= 0, got {OmegaConf.select(cfg, key)}")
+    for key in ["video.max_gap", "video.fade_frames", "video.sigma", "video.beta"]:
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"bad value for '{key}': must be >= 0, got {OmegaConf.select(cfg, key)}")
+    for key in ["video.min_track_length", "video.chunk_frames", "video.min_cutoff"]:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"bad value for '{key}': must be > 0, got {OmegaConf.select(cfg, key)}")
+    if cfg.video.fps is not None and cfg.video.fps <= 0:
+        raise ConfigError(f"bad value for 'video.fps': must be > 0, got {cfg.video.fps}")
+    if not 0 <= cfg.video.crf <= 51:
+        raise ConfigError(f"bad value for 'video.crf': must be in [0, 51], got {cfg.video.crf}")
+    if not 0.0 <= cfg.video.iou_threshold <= 1.0:
+        raise ConfigError(f"bad value for 'video.iou_threshold': must be in [0, 1], got {cfg.video.iou_threshold}")
     if cfg.infer.upscale < 1:
         raise ConfigError(f"bad value for 'infer.upscale': must be >= 1, got {cfg.infer.upscale}")
     if cfg.infer.ref_threshold is not None and not -1.0 <= cfg.infer.ref_threshold <= 1.0:

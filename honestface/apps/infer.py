@@ -75,8 +75,8 @@ from honestface.apps.infer_plan import (
 )
 from honestface.io import atomic_write_text, list_images, read_image, write_image
 
-__all__ = ["RESULTS_FILE", "InferenceSetupError", "find_inputs", "model_architecture",
-           "plan_outputs", "run_inference"]
+__all__ = ["RESULTS_FILE", "InferenceSetupError", "finish_model_setup", "find_inputs", "model_architecture",
+           "plan_outputs", "run_inference", "setup_model"]
 
 RESULTS_FILE = "results.json"
 log = logging.getLogger("honestface.apps")
@@ -348,13 +348,10 @@ def _onnx_setup(cfg: DictConfig) -> None:
         raise InferenceSetupError(str(e)) from None
 
 
-def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
-    """Check everything that can be checked before loading a model -> (records, reference mode, output folder)."""
+def setup_model(cfg: DictConfig) -> tuple[type, str | None]:
+    """The model part of the checks (any input kind): the ONNX export, released name, folder or Hub id; the
+    references a blind family ignores -> (pipeline class, released model name or None)."""
     icfg = cfg.infer
-    for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
-                       ("model.pretrained", cfg.model.pretrained if icfg.onnx is None else icfg.onnx)):
-        if value is None:
-            raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
     released = None
     if icfg.onnx is not None:
         _onnx_setup(cfg)
@@ -364,8 +361,7 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         cfg.model.pretrained = _model_folder(cfg)
     from honestface.pipelines import pipeline_class
 
-    family = model_architecture(cfg)
-    pipeline = pipeline_class(family)
+    pipeline = pipeline_class(model_architecture(cfg))
     if not pipeline.uses_references and icfg.references is not None:
         if int(os.environ.get("RANK", "0")) == 0:
             log.warning("%s is blind: ignoring the references %s (infer.references)", pipeline.family_label,
@@ -373,6 +369,42 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
         icfg.references, icfg.reference_mode = None, "auto"
     if icfg.references is not None and not Path(icfg.references).exists():
         raise InferenceSetupError(f"references not found: {icfg.references}")
+    return pipeline, released
+
+
+def finish_model_setup(cfg: DictConfig, pipeline: type, released: str | None) -> None:
+    """A released model converted once into its cached folder (`model.pretrained` then names it); a resolution
+    override checked against a family that runs at its own size only."""
+    icfg = cfg.infer
+    if released is not None:
+        import torch
+
+        from honestface.models.released import released_folder
+
+        weights = _weights(cfg)
+        try:
+            folder = released_folder(released, weights=weights, dtype=getattr(torch, _DTYPES[icfg.precision]),
+                                     quiet=int(os.environ.get("RANK", "0")) != 0)
+        except (OSError, ValueError, TypeError) as e:  # MissingWeightError is an OSError
+            raise InferenceSetupError(str(e)) from None
+        cfg.model.pretrained = str(folder)
+    if not pipeline.resolution_override and icfg.resolution is not None:
+        from honestface.models.native import read_native_settings
+
+        size = read_native_settings(cfg.model.pretrained).resolution
+        if int(icfg.resolution) != size:
+            raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a {pipeline.family_label} model runs at "
+                                      f"its restoration size {size} only (--resolution)")
+
+
+def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
+    """Check everything that can be checked before loading a model -> (records, reference mode, output folder)."""
+    icfg = cfg.infer
+    for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
+                       ("model.pretrained", cfg.model.pretrained if icfg.onnx is None else icfg.onnx)):
+        if value is None:
+            raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
+    pipeline, released = setup_model(cfg)
     if icfg.reference_mode == "pool" and (icfg.references is None or not Path(icfg.references).is_dir()):
         raise InferenceSetupError("infer.reference_mode=pool needs infer.references to be a folder of faces")
     if icfg.reference_mode == "pool" and not list_images(icfg.references):
@@ -401,25 +433,7 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
             how, refs = find_references(icfg, base, files)
         except (OSError, ValueError) as e:
             raise InferenceSetupError(str(e)) from None
-    if released is not None:  # last: the one slow check (converting once) only for a command line that is right
-        import torch
-
-        from honestface.models.released import released_folder
-
-        weights = _weights(cfg)
-        try:
-            folder = released_folder(released, weights=weights, dtype=getattr(torch, _DTYPES[icfg.precision]),
-                                     quiet=int(os.environ.get("RANK", "0")) != 0)
-        except (OSError, ValueError, TypeError) as e:  # MissingWeightError is an OSError
-            raise InferenceSetupError(str(e)) from None
-        cfg.model.pretrained = str(folder)
-    if not pipeline.resolution_override and icfg.resolution is not None:
-        from honestface.models.native import read_native_settings
-
-        size = read_native_settings(cfg.model.pretrained).resolution
-        if int(icfg.resolution) != size:
-            raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a {pipeline.family_label} model runs at "
-                                      f"its restoration size {size} only (--resolution)")
+    finish_model_setup(cfg, pipeline, released)  # last: the one slow step (converting once) for a right command
     records = []
     for i, (f, (rel, out, comp), ref) in enumerate(zip(files, plan, refs)):
         done = icfg.skip_existing and out.exists() and (comp is None or comp.exists())
@@ -438,6 +452,10 @@ def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
 def run_inference(cfg: DictConfig) -> int:
     """Run `infer.*` (+ model.pretrained, weights, face.*) -> exit code: 0 all done, 1 some failed, 2 bad setup."""
     started = time.time()
+    from honestface.apps.infer_video import is_video_input, run_video_inference
+
+    if is_video_input(cfg):
+        return run_video_inference(cfg)
     cfg = copy.deepcopy(cfg)  # _setup drops references given to a (blind) VSPBFR model, resolves a released name
     model = cfg.model.pretrained
     try:

@@ -45,8 +45,14 @@ models (--arch, model.name):
                            --refs is ignored with a warning. --seed seeds its diffusion codes, random codes and
                            noise (one generator per face, so batching does not change a face).
 
+video (--input clip.mp4 or --frames DIR): faces are tracked over frames, their alignment smoothed in time, each
+  person matched once with --refs, restored and pasted back; the output keeps the frame rate and the audio.
+  An interrupted run resumes from .<output name>.partial/ with the same command; <output stem>.results.json
+  records the tracks. Keys: video.* (sigma, iou_threshold, identity_threshold, max_gap, fade_frames, crf, ...).
+
 examples:
   {run} --model runs/honestface/final --input lq/ --output out/ --refs refs/ --batch-size 8
+  {run} --model M --input clip.mp4 --output restored.mp4 --refs people/
   {run} --config my_infer.yaml --skip-existing infer.color_fix=wavelet
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 {launched} --model M --input lq/ \\
       --output out/                    (2 CPU processes; on GPUs drop ACCELERATE_USE_CPU)
@@ -67,9 +73,9 @@ def build_parser(prog: str = "honestface-infer") -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--input", "-i", metavar="PATH", help="image file, folder (searched recursively) or glob "
-                   "(quote it) [infer.input]")
+                   "(quote it); or a video file [infer.input]")
     g.add_argument("--output", "-o", metavar="DIR", help="output folder; outputs keep the input's relative path "
-                   "and stem, as .png [infer.output]")
+                   "and stem, as .png; for a video: a video file or a folder of frames [infer.output]")
     g.add_argument("--refs", "-r", metavar="PATH", help="references: folder, folder per input, .json or .csv "
                    "mapping (see below) [infer.references]")
     g.add_argument("--pool", action="store_true", help="--refs is a pool of many people's faces "
@@ -109,6 +115,14 @@ def build_parser(prog: str = "honestface-infer") -> argparse.ArgumentParser:
                    "start codes, random codes, noise) [infer.seed]")
     m.add_argument("--color-fix", choices=["auto", "none", "wavelet", "adain"], help="match the input's colours "
                    "(auto: wavelet for --whole, none for aligned) [infer.color_fix]")
+    v = p.add_argument_group("video (an --input with a video suffix, or --frames; honestface/apps/infer_video.py)")
+    v.add_argument("--frames", action="store_true", help="--input is a folder holding the frames of one clip; "
+                   "--output a video file or a folder for PNG frames [video.frames=true]")
+    v.add_argument("--fps", type=float, metavar="F", help="frame rate of a folder of frames (default 25) [video.fps]")
+    v.add_argument("--smoothing", choices=["gaussian", "one_euro", "none"], help="temporal filter of each face "
+                   "track's alignment (default gaussian, sigma video.sigma frames) [video.smoothing]")
+    v.add_argument("--lossless", action="store_true", help="RGB-exact output codec: frames without a restored face "
+                   "stay bit-identical (big files) [video.lossless=true]")
     add_config_arguments(p)
     add_logging_arguments(p)
     return p
@@ -120,12 +134,14 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
              "model.pretrained": args.model, "model.revision": args.revision, "model.name": args.arch, "infer.mode": args.mode, "infer.batch_size": args.batch_size,
              "infer.device": args.device, "infer.precision": _DTYPE_ALIASES.get(args.dtype) if args.dtype else None,
              "infer.seed": args.seed, "infer.max_references": args.max_refs, "infer.color_fix": args.color_fix,
-             "infer.resolution": args.resolution, "infer.onnx": args.onnx}
+             "infer.resolution": args.resolution, "infer.onnx": args.onnx, "video.fps": args.fps,
+             "video.smoothing": args.smoothing}
     out = [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
     for flag, key, value in (("skip_existing", "infer.skip_existing", "true"), ("compile", "infer.compile", "true"), ("overwrite", "infer.overwrite", "true"),
                              ("save_comparison", "infer.save_comparison", "true"),
                              ("allow_output_in_input", "infer.allow_output_in_input", "true"),
-                             ("pool", "infer.reference_mode", "pool")):
+                             ("pool", "infer.reference_mode", "pool"), ("frames", "video.frames", "true"),
+                             ("lossless", "video.lossless", "true")):
         if getattr(args, flag):
             out.append(f"{key}={value}")
     return out
