@@ -186,6 +186,7 @@ class VideoConfig:
     beta: float = 0.0
     iou_threshold: float = 0.3  # a face joins a track whose last box it overlaps this much ...
     identity_threshold: float | None = None  # ... or whose identity it matches (None: the encoder's default)
+    identity_veto: float | None = None  # an overlapping face less similar than this starts a new track (None: off)
     max_gap: int = 5  # frames a track may miss its face and go on
     min_track_length: int = 1  # shorter tracks are left as they are
     fade_frames: int = 2  # a restored face fades in / out over this many frames where its track starts / ends

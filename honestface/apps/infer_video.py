@@ -154,6 +154,7 @@ def run_video_inference(cfg: DictConfig) -> int:
             print(f"error: no readable reference image in {icfg.references}", file=sys.stderr)
             return 2
     tracking = TrackingOptions(iou_threshold=vcfg.iou_threshold, identity_threshold=vcfg.identity_threshold,
+                               identity_veto=vcfg.identity_veto,
                                max_gap=vcfg.max_gap, min_track_length=vcfg.min_track_length,
                                smoothing=vcfg.smoothing, sigma=vcfg.sigma, min_cutoff=vcfg.min_cutoff,
                                beta=vcfg.beta, min_face_size=cfg.face.min_size)

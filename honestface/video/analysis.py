@@ -25,21 +25,25 @@ from honestface.video.io import VideoInfo, read_frames
 from honestface.video.smoothing import SMOOTHING_METHODS, smooth_points
 from honestface.video.tracks import FaceTrack, link_tracks
 
-__all__ = ["TrackingOptions", "VideoAnalysis", "analyse_video"]
+__all__ = ["TRACK_THRESHOLDS", "TrackingOptions", "VideoAnalysis", "analyse_video"]
+
+# (identity_threshold, identity_veto) of `link_tracks` per identity encoder. dlib, measured on shifted, zoomed and
+# mirrored copies of t1.jpg: one person 0.98-0.997, different people 0.78-0.92 (honestface/video/tracks.py).
+TRACK_THRESHOLDS: dict[str, tuple[float | None, float | None]] = {"dlib": (0.95, None)}
 
 
 @dataclass(frozen=True)
 class TrackingOptions:
     """How faces become tracks and how their alignment is smoothed (config section `video`, docs/video.md).
 
-    iou_threshold / identity_threshold / max_gap / min_track_length: `link_tracks` (identity_threshold None: the
-    identity encoder's reference-matching default, so "the same person" means the same thing for tracks and
-    references). smoothing: "none" | "gaussian" (zero-lag, sigma in frames) | "one_euro" (causal: min_cutoff in
+    iou_threshold / identity_threshold / identity_veto / max_gap / min_track_length: `link_tracks`
+    (identity_threshold / identity_veto None: the identity encoder's defaults, `TRACK_THRESHOLDS`). smoothing: "none" | "gaussian" (zero-lag, sigma in frames) | "one_euro" (causal: min_cutoff in
     Hz, beta). min_face_size: a track whose median box short side is smaller is not restored.
     """
 
     iou_threshold: float = 0.3
     identity_threshold: float | None = None
+    identity_veto: float | None = None
     max_gap: int = 5
     min_track_length: int = 1
     smoothing: str = "gaussian"
@@ -110,11 +114,9 @@ def _faces_of(frame: np.ndarray, detector: Any, identity: Any) -> tuple[list[Any
 
 
 def analyse_video(source: str, detector: Any, identity_encoder: Any = None, options: TrackingOptions | None = None,
-                  *, info: VideoInfo, identity_threshold: float | None = None,
-                  progress: Callable[[int], None] | None = None) -> VideoAnalysis:
+                  *, info: VideoInfo, progress: Callable[[int], None] | None = None) -> VideoAnalysis:
     """Pass 1 (module docstring): decode `source` (a video file or a folder of frames described by `info`), detect
-    and embed its faces, link tracks, smooth their points. `identity_threshold` is used when
-    `options.identity_threshold` is None; `progress(n)` is called after each frame."""
+    and embed its faces, link tracks, smooth their points; `progress(n)` is called after each frame."""
     opts = options or TrackingOptions()
     detections, embeddings = [], []
     fps = float(info.fps)
@@ -124,10 +126,12 @@ def analyse_video(source: str, detector: Any, identity_encoder: Any = None, opti
         embeddings.append(embs)
         if progress is not None:
             progress(1)
-    threshold = opts.identity_threshold if opts.identity_threshold is not None else identity_threshold
+    threshold, veto = TRACK_THRESHOLDS.get(getattr(identity_encoder, "name", ""), (None, None))
+    threshold = opts.identity_threshold if opts.identity_threshold is not None else threshold
+    veto = opts.identity_veto if opts.identity_veto is not None else veto
     tracks = link_tracks(detections, embeddings if identity_encoder is not None else None,
-                         iou_threshold=opts.iou_threshold, identity_threshold=threshold, max_gap=opts.max_gap,
-                         min_length=opts.min_track_length)
+                         iou_threshold=opts.iou_threshold, identity_threshold=threshold, identity_veto=veto,
+                         max_gap=opts.max_gap, min_length=opts.min_track_length)
     smoothed, restored = [], []
     for track in tracks:
         smoothed.append(smooth_points(track.frames, track.points5(), opts.smoothing, sigma=opts.sigma,
@@ -135,6 +139,6 @@ def analyse_video(source: str, detector: Any, identity_encoder: Any = None, opti
         boxes = track.boxes()  # (N, 4)
         side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         restored.append(bool(np.median(side) >= opts.min_face_size))
-    settings = {**opts.to_dict(), "identity_threshold_used": threshold}
+    settings = {**opts.to_dict(), "identity_threshold_used": threshold, "identity_veto_used": veto}
     return VideoAnalysis(num_frames=len(detections), fps=fps, tracks=tracks, smoothed=smoothed, restored=restored,
                          settings=settings)

@@ -233,12 +233,9 @@ def restore_video(pipeline: Any, source: str | os.PathLike, output: str | os.Pat
     if (work / ANALYSIS_FILE).is_file():
         analysis = VideoAnalysis.from_dict(json.loads((work / ANALYSIS_FILE).read_text()))
     else:
-        from honestface.pipelines.honestface_pipeline import REF_THRESHOLDS
-
-        threshold = REF_THRESHOLDS.get(getattr(identity_encoder, "name", ""), 0.5)
         with tqdm(total=info.num_frames, desc="analysing", unit="frame", disable=not progress) as bar:
             analysis = analyse_video(source, pipeline.detector, identity_encoder, tracking, info=info,
-                                     identity_threshold=threshold, progress=bar.update)
+                                     progress=bar.update)
         atomic_write_text(work / ANALYSIS_FILE, json.dumps(analysis.to_dict()))
     if analysis.num_frames != info.num_frames:
         raise VideoError(f"{source}: decoded {analysis.num_frames} frames, the container says {info.num_frames}")
