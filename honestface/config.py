@@ -208,7 +208,7 @@ class EvalConfig:
     batch_size: int = 8
     fid_ref: str | None = None  # a folder or a saved statistics file; default: the ground-truth folder
     landmarks: str = "dlib68"  # landmarker of lmd_<landmarker> / ALD (our metrics)
-    detector: str = "dlib"  # face detector of the landmark metrics
+    detector: str = "dlib"  # face detector of the landmark / identity metrics and of face_warp_error (videos)
     identity: str = "auto"  # identity network of ids_<network> / idangle_<network> / reference honesty
     # a published table's columns and settings (honestface.metrics.protocols): osdface, vqfr, pmrf, ntire2026, ...
     protocol: Literal["osdface", "vqfr", "pmrf", "ntire2026", "honestface"] | None = None

@@ -62,6 +62,8 @@ CASES = {
                                                        "psnr"], ["no_gt"]),
     "evaluate: misspelt weight key": ("evaluate.py", ["--restored", "{tmp}", "weights.fid_inceptoin=/x"],
                                       ["did you mean weights.fid_inception"]),
+    "evaluate: missing restored video": ("evaluate.py", ["--restored", "ours={tmp}/no.mp4", "--gt", "{tmp}/gt.mp4"],
+                                         ["restored video not found", "no.mp4"]),
     "prepare_data: missing folder": ("prepare_data.py", ["split-identities", "{tmp}/no_root", "{tmp}/split"],
                                      ["identity root folder not found"]),
     "weights: unknown name": ("weights.py", ["path", "awing_fna"], ["unknown weight 'awing_fna'", "awing_fan"]),

@@ -1,5 +1,6 @@
 """Evaluation application behind `scripts/evaluate.py`: run the `eval.*` section of a config over restored
-folders and write the reports (`honestface.metrics` does the evaluating and holds no config).
+folders, or restored videos (`honestface.apps.evaluate_video`), and write the reports (`honestface.metrics` does the
+evaluating and holds no config).
 
 The output folder defaults to `<parent of the first restored folder>/evaluation` (or beside every input when that
 would be inside one) and may never lie inside an input folder: its images would be paired on the next run. Next to
@@ -15,6 +16,7 @@ does not write (e.g. `table_all.md` of a protocol run) are removed, so the folde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -26,7 +28,8 @@ from typing import Any
 
 from honestface.log import get_logger
 
-__all__ = ["check_output", "check_reports_absent", "default_output", "publish_reports", "run_evaluation"]
+__all__ = ["check_output", "check_reports_absent", "default_output", "publish_reports", "resolve_output",
+           "run_evaluation"]
 
 log = get_logger(__name__)
 
@@ -87,40 +90,71 @@ def publish_reports(staged: Path, output: Path, overwrite: bool) -> None:
             os.rename(dest, aside / entry.name)
 
 
-def run_evaluation(cfg: Any, overwrite: bool = False) -> int:
-    """Run the `eval.*` section of a config: evaluate, print the table, write the reports. Returns the exit code.
-    `overwrite`: replace report files already in the output folder (else exit 2 before any work)."""
-    from honestface.config import save_config
+def resolve_output(e: Any, methods: dict[str, Path], inputs: Sequence[Path], overwrite: bool) -> Path:
+    """The report folder (`eval.output` or `default_output`), checked: not inside an input, no reports unless
+    `overwrite`."""
+    output = Path(e.output) if e.output else default_output(methods, inputs)
+    check_output(output, inputs)
+    check_reports_absent(output, overwrite)
+    return output
+
+
+def _evaluate_folders(cfg: Any, restored: list[str], device: str, overwrite: bool) -> tuple[Any, Path]:
     from honestface.metrics.evaluate import evaluate_folders
     from honestface.metrics.pairing import parse_methods
-    from honestface.metrics.report import markdown_table, protocol_table, write_reports
 
     e = cfg.eval
-    try:
-        if not e.restored or not e.ground_truth:
-            raise ValueError("eval.restored (--restored) and eval.ground_truth (--gt) are required")
-        if e.batch_size < 1:
-            raise ValueError(f"bad value for 'eval.batch_size': must be > 0, got {e.batch_size}")
-        restored = [str(r) for r in e.restored] if not isinstance(e.restored, str) else [e.restored]
-        methods = parse_methods(restored)
-        inputs = [*methods.values(), Path(e.ground_truth)] + [Path(p) for p in (e.lq, e.references) if p]
-        output = Path(e.output) if e.output else default_output(methods, inputs)
-        check_output(output, inputs)
-        check_reports_absent(output, overwrite)
-        device = e.device
-        if device == "auto":
-            import torch
+    if not e.ground_truth:
+        raise ValueError("eval.restored (--restored) and eval.ground_truth (--gt) are required")
+    if e.metrics is not None and "face_warp_error" in [str(m).strip().lower() for m in e.metrics]:
+        raise ValueError("face_warp_error needs videos: give --restored, --gt and --lq as video files")
+    methods = parse_methods(restored)
+    inputs = [*methods.values(), Path(e.ground_truth)] + [Path(p) for p in (e.lq, e.references) if p]
+    output = resolve_output(e, methods, inputs, overwrite)
+    metrics = None if e.metrics is None else [str(m) for m in e.metrics]
+    result = evaluate_folders([f"{n}={p}" for n, p in methods.items()], e.ground_truth, refs=e.references,
+                              lq=e.lq, metrics=metrics, device=device, batch_size=e.batch_size,
+                              fid_ref=e.fid_ref, weights=dict(cfg.weights), landmarks=e.landmarks,
+                              detector=e.detector, identity=e.identity, verbose=True, protocol=e.protocol,
+                              test_set=e.test_set, crop_border=e.crop_border)
+    return result, output
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics = None if e.metrics is None else [str(m) for m in e.metrics]
-        result = evaluate_folders([f"{n}={p}" for n, p in methods.items()], e.ground_truth, refs=e.references,
-                                  lq=e.lq, metrics=metrics, device=device, batch_size=e.batch_size,
-                                  fid_ref=e.fid_ref, weights=dict(cfg.weights), landmarks=e.landmarks,
-                                  detector=e.detector, identity=e.identity, verbose=True, protocol=e.protocol,
-                                  test_set=e.test_set, crop_border=e.crop_border)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def run_evaluation(cfg: Any, overwrite: bool = False) -> int:
+    """Run the `eval.*` section of a config: evaluate, print the table, write the reports. Returns the exit code.
+    `overwrite`: replace report files already in the output folder (else exit 2 before any work). Restored
+    videos (`honestface.apps.evaluate_video`) are decoded into a temporary folder removed at the end."""
+    from honestface.apps.evaluate_video import evaluate_videos, is_video
+
+    e = cfg.eval
+    with contextlib.ExitStack() as cleanup:
+        try:
+            if not e.restored:
+                raise ValueError("eval.restored (--restored) and eval.ground_truth (--gt) are required")
+            if e.batch_size < 1:
+                raise ValueError(f"bad value for 'eval.batch_size': must be > 0, got {e.batch_size}")
+            restored = [str(r) for r in e.restored] if not isinstance(e.restored, str) else [e.restored]
+            device = e.device
+            if device == "auto":
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            if any(is_video(r) for r in restored):
+                work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="honestface-video-frames-")))
+                result, output = evaluate_videos(cfg, restored, device, work, overwrite)
+            else:
+                result, output = _evaluate_folders(cfg, restored, device, overwrite)
+        except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return _write_reports(cfg, result, output, overwrite)
+
+
+def _write_reports(cfg: Any, result: Any, output: Path, overwrite: bool) -> int:
+    """Print the table and publish the reports (staged in a hidden sibling folder, moved into place at once)."""
+    from honestface.config import save_config
+    from honestface.metrics.report import markdown_table, protocol_table, write_reports
+
     for name, reason in result.skipped.items():
         log.warning("skipped metric %s: %s", name, reason)
     print(protocol_table(result) if result.protocol else markdown_table(result))
@@ -128,7 +162,7 @@ def run_evaluation(cfg: Any, overwrite: bool = False) -> int:
     staged = output.parent / f".{output.name}.partial-{secrets.token_hex(4)}"
     staged.mkdir()  # not mkdtemp: the folder becomes the report folder, with the user's usual permissions
     try:
-        paths = write_reports(result, staged, thumbnail=e.thumbnail)
+        paths = write_reports(result, staged, thumbnail=cfg.eval.thumbnail)
         paths["config"] = save_config(cfg, staged)  # what produced the numbers, next to them
         publish_reports(staged, output, overwrite)
     except ValueError as err:  # the output folder changed while we evaluated

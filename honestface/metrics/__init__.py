@@ -1,5 +1,6 @@
 """Evaluation metrics of face restoration: landmark fidelity (LMD, ALD), identity (IDS, Deg., reference honesty) and
-image quality (PSNR, SSIM, LPIPS, DISTS, NIQE, MUSIQ, MANIQA, CLIPIQA, FID). Definitions: docs/metrics.md.
+image quality (PSNR, SSIM, LPIPS, DISTS, NIQE, MUSIQ, MANIQA, CLIPIQA, FID) and the temporal consistency of videos
+(`face_warp_error`). Definitions: docs/metrics.md.
 
 Names are imported lazily, so `import honestface.metrics` loads neither torch, dlib nor pyiqa.
 """
@@ -21,6 +22,9 @@ _EXPORTS = {
     "IQAMetrics": "iqa",
     "available_metrics": "iqa",
     "load_fid_statistics": "iqa",
+    "TemporalResult": "temporal",
+    "face_warp_error": "temporal",
+    "face_warp_errors": "temporal",
 }
 
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605

@@ -66,7 +66,7 @@ class EvaluationResult:
     image, restored, gt, lq, refs, every metric column (NaN where it failed) and failures {column: reason}."""
 
     methods: dict[str, Path]
-    gt: Path
+    gt: Path | None  # None: a video evaluation without ground truth (face_warp_error only)
     lq: Path | None
     refs: Path | None
     columns: list[str]
@@ -83,9 +83,15 @@ class EvaluationResult:
     test_set: str | None = None
     crop_border: int = 0
     warnings: list[str] = field(default_factory=list)
+    # a video evaluation (honestface.apps.evaluate_video): face_warp_error of every method and of the input
+    # ({"metric", "scale", "guide", "flow", "detector", ..., "rows": {label: TemporalResult.as_dict()}}), and the
+    # video behind each frame folder ({"gt" | "lq" | method: path})
+    temporal: dict[str, Any] = field(default_factory=dict)
+    videos: dict[str, str] = field(default_factory=dict)
 
     def higher_is_better(self) -> dict[str, bool]:
-        return {c: higher_is_better(c) for c in [*self.columns, *self._dataset_columns()]}
+        temporal = [self.temporal["metric"]] if self.temporal else []
+        return {c: higher_is_better(c) for c in [*self.columns, *self._dataset_columns(), *temporal]}
 
     def _dataset_columns(self) -> list[str]:
         return list(dict.fromkeys(k for d in self.dataset_metrics.values() for k in d))

@@ -21,15 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from honestface.metrics import report_temporal as rt
+
 LABELS = {"psnr": "PSNR", "ssim": "SSIM", "ssim_rgb": "SSIM-RGB", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y",
           "lpips": "LPIPS", "lpips_vgg": "LPIPS-VGG", "dists": "DISTS", "niqe": "NIQE", "musiq": "MUSIQ",
           "maniqa": "MANIQA", "clipiqa": "CLIPIQA", "fid": "FID", "fid_basicsr": "FID-BasicSR", "deg": "Deg.",
           "lmd": "LMD", "idd": "IDD", "ids_refldm": "IDS-ReFLDM", "psnr_vqfr": "PSNR-VQFR", "ssim_vqfr": "SSIM-VQFR",
           "ald": "ALD", "ald_e": "ALD-e", "ald_m": "ALD-m", "ref_ids": "Ref-IDS", "lq_ref_ids": "LQ-Ref-IDS",
-          "ref_gain": "Ref-gain"}
+          "ref_gain": "Ref-gain", "face_warp_error": "FaceWarp×10³"}
 MAX_REFS_SHOWN = 4
 # every name `write_reports` may write into its folder (apps check them before replacing a report)
-REPORT_NAMES = ("per_image.csv", "summary.json", "table.md", "table_all.md", "report.html", "assets")
+REPORT_NAMES = ("per_image.csv", "summary.json", "table.md", "table_all.md", "temporal.csv", "report.html", "assets")
 NEUTRAL = {"lq_ref_ids"}  # a property of the input, not of the method: no arrow, never bold, not ranked
 
 
@@ -58,6 +60,8 @@ def summarise(result: Any) -> dict[str, Any]:
         for c, v in result.dataset_metrics.get(m, {}).items():
             stats[c] = {"mean": float(v), "median": float(v), "std": 0.0, "count": 1, "failures": 0,
                         "failure_reasons": {}, "value": float(v)}
+        if result.temporal:  # a video evaluation: face_warp_error of the method (honestface.metrics.temporal)
+            stats[result.temporal["metric"]] = rt.row_stats(result.temporal["rows"][m])
         methods[m] = {"folder": str(result.methods[m]), "num_images": len(rows), "metrics": stats}
     hib = result.higher_is_better()
     ranking = {}
@@ -65,7 +69,7 @@ def summarise(result: Any) -> dict[str, Any]:
         scored = [(methods[m]["metrics"][c]["value"], m) for m in methods if c in methods[m]["metrics"]
                   and not math.isnan(methods[m]["metrics"][c]["value"])]
         ranking[c] = [m for _, m in sorted(scored, key=lambda t: -t[0] if hib[c] else t[0])]
-    out = {"ground_truth": str(result.gt), "lq": str(result.lq) if result.lq else None,
+    out = {"ground_truth": str(result.gt) if result.gt else None, "lq": str(result.lq) if result.lq else None,
            "references": str(result.refs) if result.refs else None, "test_set": result.test_set,
            "metrics": list(hib), "higher_is_better": hib, "skipped": result.skipped, "backends": result.backends,
            "identity_backend": result.backends.get("identity"), "implementations": result.implementations,
@@ -73,6 +77,8 @@ def summarise(result: Any) -> dict[str, Any]:
            "software": software_versions(), "warnings": result.warnings, "methods": methods, "ranking": ranking}
     if result.protocol:
         out["protocol"] = protocol_summary(result.protocol, methods)
+    if result.temporal:
+        out["temporal"], out["videos"] = rt.temporal_summary(result.temporal), dict(result.videos)
     return out
 
 
@@ -149,7 +155,10 @@ def markdown_table(result: Any) -> str:
             text = fmt(ms["metrics"][c]["value"])
             cells.append(f"**{text}**" if m in _best(s, c) else text)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    notes = []
+    extra = rt.input_cells(s, cols, fmt)
+    if extra is not None:
+        lines.append(f"| {rt.INPUT_ROW} | " + " | ".join(extra) + " |")
+    notes = [n for n in [rt.temporal_note(s)] if n]
     for m, ms in s["methods"].items():
         for c in cols:
             st = ms["metrics"][c]
@@ -221,7 +230,10 @@ def write_csv(result: Any, path: Path) -> Path:
         for r in rows:
             vals = ["" if math.isnan(r[c]) else repr(r[c]) for c in result.columns]
             fails = "; ".join(f"{c}: {why}" for c, why in r["failures"].items())
-            writer.writerow([m, r["image"], r["restored"], r["gt"], r["lq"] or "", len(r["refs"]), *vals, fails])
+            # decoded video frames live in a temporary folder: name the video and the frame instead
+            paths = [("" if not r[key] else f"{result.videos[label]} frame {int(r['image'])}" if result.videos
+                      else r[key]) for key, label in (("restored", m), ("gt", "gt"), ("lq", "lq"))]
+            writer.writerow([m, r["image"], *paths, len(r["refs"]), *vals, fails])
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -339,7 +351,15 @@ def _summary_html(s: dict[str, Any]) -> str:
                 text += f'<br><small title="{reasons}">{st["failures"]} failed</small>'
             cells.append(f"<td>{text}</td>")
         body.append(f"<tr><th>{html.escape(m)}</th>{''.join(cells)}</tr>")
+    extra = rt.input_cells(s, cols, fmt)
+    if extra is not None:
+        body.append(f"<tr><th>{rt.INPUT_ROW}</th>{''.join(f'<td>{html.escape(c)}</td>' for c in extra)}</tr>")
     return f"<table class='summary'><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _has_gt(result: Any) -> bool:
+    """Whether the per-image rows have a ground-truth image (a video evaluation without --gt has none)."""
+    return any(r["gt"] for rows in result.rows.values() for r in rows[:1])
 
 
 def write_html(result: Any, output: Path, thumbnail: int = 160, histograms: dict[str, Path] | None = None) -> Path:
@@ -354,7 +374,7 @@ def write_html(result: Any, output: Path, thumbnail: int = 160, histograms: dict
     metric_cols = [(m, c) for m in methods for c in result.columns]
     default = next(((m, c) for m, c in metric_cols if c == "ald"), metric_cols[0] if metric_cols else None)
     head = ["<th class='sort' data-text='1'>image</th>"] + (["<th>LQ</th>"] if result.lq else [])
-    head += [f"<th>{html.escape(m)}</th>" for m in methods] + ["<th>GT</th>"]
+    head += [f"<th>{html.escape(m)}</th>" for m in methods] + (["<th>GT</th>"] if _has_gt(result) else [])
     head += ["<th>references</th>"] if result.refs else []
     for m, c in metric_cols:
         cls = "sort default" if (m, c) == default else "sort"
@@ -372,7 +392,8 @@ def write_html(result: Any, output: Path, thumbnail: int = 160, histograms: dict
             pts = result.landmarks.get(m, {}).get(key)
             thumb = _thumb(by_image[m][key]["restored"], assets / f"m{j}" / f"{stem}.jpg", thumbnail, pts)
             cells.append(f"<td>{img(thumb)}</td>")
-        cells.append(f"<td>{img(_thumb(r0['gt'], assets / 'gt' / f'{stem}.jpg', thumbnail))}</td>")
+        if r0["gt"]:
+            cells.append(f"<td>{img(_thumb(r0['gt'], assets / 'gt' / f'{stem}.jpg', thumbnail))}</td>")
         if result.refs:
             small = max(32, thumbnail // 2)
             refs = [img(_thumb(p, assets / "refs" / f"{stem}_{k}.jpg", small))
@@ -387,7 +408,9 @@ def write_html(result: Any, output: Path, thumbnail: int = 160, histograms: dict
             else:
                 cells.append(f"<td data-value='{row[c]!r}'>{fmt(row[c])}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    info = [f"ground truth: {html.escape(str(result.gt))}", f"{len(result.rows[methods[0]])} images"]
+    info = [f"ground truth: {html.escape(str(result.gt) if result.gt else 'none')}",
+            f"{len(result.rows[methods[0]])} {'frames' if result.videos else 'images'}"]
+    info += [html.escape(n) for n in [rt.temporal_note(s)] if n]
     info += [f"{html.escape(k)}: {html.escape(str(v))}" for k, v in result.backends.items()]
     if result.protocol:
         info.insert(0, f"protocol: {html.escape(s['protocol']['title'])}")
@@ -434,6 +457,8 @@ def write_reports(result: Any, output: str | Path, thumbnail: int = 160) -> dict
         paths["all-metrics table"] = atomic_write_text(output / "table_all.md", markdown_table(result))
     else:
         paths["markdown table"] = atomic_write_text(output / "table.md", markdown_table(result))
+    if result.temporal:
+        paths["temporal CSV"] = rt.write_temporal_csv(result, output / "temporal.csv")
     hists = write_histograms(result, output / "assets" / "histograms")
     paths["HTML report"] = write_html(result, output, thumbnail, hists)
     return paths

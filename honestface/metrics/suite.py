@@ -45,7 +45,9 @@ def known_metrics() -> list[str]:
     """Every name `build_metrics` accepts (groups and per-backend names included)."""
     from honestface.metrics.protocols import NOT_IMPLEMENTED
 
-    ours = [f"{p}_{b}" for b in IDENTITY_BACKENDS for p in ("ids", "idangle")] + [f"lmd_{lm}" for lm in LANDMARKERS]
+    # ids_auto / idangle_auto: the first identity network whose weights are here (what the default set uses)
+    ours = [f"{p}_{b}" for b in (*IDENTITY_BACKENDS, "auto") for p in ("ids", "idangle")]
+    ours += [f"lmd_{lm}" for lm in LANDMARKERS]
     return [*iqa_metrics(), *PUBLISHED, *ours, *ALD_KEYS, *REFERENCE_KEYS, *NOT_IMPLEMENTED]
 
 
@@ -59,7 +61,7 @@ def higher_is_better(name: str) -> bool:
         return PUBLISHED[base]
     if base == "qalign":
         return True
-    return not (base.startswith(("idangle_", "lmd_", "fid")) or base in ALD_KEYS)
+    return not (base.startswith(("idangle_", "lmd_", "fid")) or base in ALD_KEYS or base == "face_warp_error")
 
 
 def expand(requested: Sequence[str]) -> list[str]:

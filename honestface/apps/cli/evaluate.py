@@ -4,9 +4,13 @@ Deg., LMD, ALD, identity, reference honesty, FID); write reports.
     honestface-evaluate --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ --refs refs/
     honestface-evaluate --restored out/ --gt hq/ --protocol osdface --test-set celeba-test-daefr
     honestface-evaluate --config x.yaml eval.metrics=[psnr,ssim,ids_dlib,ald]
+    honestface-evaluate --restored ours=out.mp4 blind=out2.mp4 --gt gt.mp4 --lq lq.mp4
 
 Writes per_image.csv, summary.json, table.md and report.html (+ assets/) to --output (default: <parent of the
-first restored folder>/evaluation). Every flag is a config key under `eval.`; flags win over --config and key=value.
+first restored folder>/evaluation). Videos (.mp4, .mkv, .mov, ... for --restored, --gt, --lq; same frame count and
+size) are decoded into temporary frame folders for the per-frame metrics (default psnr, ssim, lpips, ids / idangle)
+and also get `face_warp_error` (temporal consistency on face crops, x1e3, lower is better; flow on --gt, else
+--lq) for every method and a row "input" for --lq; its per-crop values go to temporal.csv (docs/metrics.md). Every flag is a config key under `eval.`; flags win over --config and key=value.
 Exit code 2 on bad input (e.g. folders whose images do not pair up, a missing weight): one `error:` line.
 -q prints only warnings, errors and the result; -v adds debug lines. The work is `honestface.metrics.evaluate`.
 """
@@ -34,16 +38,20 @@ def build_parser(prog: str = "honestface-evaluate") -> argparse.ArgumentParser:
         prog=prog,
         description="Evaluate restored faces against ground truth (PSNR, SSIM, LPIPS, DISTS, NIQE, MUSIQ, FID with "
         "pyiqa's meanings; Deg., LMD, IDD as the published scripts compute them; our ALD, identity and reference "
-        "honesty) and write a per-image CSV, a summary JSON, a markdown table and an HTML report. Each flag is "
+        "honesty; for videos also face_warp_error, a temporal consistency) and write a per-image CSV, a summary "
+        "JSON, a markdown table and an HTML report. Each flag is "
         "also a config key under `eval.` (pass it as key=value or in --config).",
         epilog=f"examples: {invocation(prog)} --restored ours=out/ baseline=base/ --gt hq/ --lq lq/ "
         f"--metrics psnr,ssim,lpips,ald,ids_dlib eval.thumbnail=128 | {invocation(prog)} --restored out/ "
-        "--gt hq/ --protocol osdface --test-set celeba-test-daefr")
-    parser.add_argument("--restored", nargs="+", metavar="DIR", help="restored folder(s); name=DIR names a method")
-    parser.add_argument("--gt", metavar="DIR", help="ground-truth folder (eval.ground_truth)")
+        f"--gt hq/ --protocol osdface --test-set celeba-test-daefr | {invocation(prog)} --restored ours=out.mp4 "
+        "--gt gt.mp4 --lq lq.mp4")
+    parser.add_argument("--restored", nargs="+", metavar="DIR", help="restored folder(s) or video(s); name=DIR names "
+                        "a method; videos also get face_warp_error (temporal consistency)")
+    parser.add_argument("--gt", metavar="DIR", help="ground-truth folder or video (eval.ground_truth)")
     parser.add_argument("--refs", metavar="DIR", help=f"references, by {infer}'s rule: a .json/.csv "
                         "mapping, refs/<image stem>/, refs/<identity folder>/ or one shared folder")
-    parser.add_argument("--lq", metavar="DIR", help="degraded inputs, same relative names as the ground truth")
+    parser.add_argument("--lq", metavar="DIR", help="degraded inputs, same relative names as the ground truth (or "
+                        "the input video: the row 'input' of face_warp_error, its flow guide without --gt)")
     parser.add_argument("--metrics", metavar="LIST", type=lambda s: [m for m in s.split(",") if m.strip()],
                         help="comma-separated, e.g. psnr,ssim,lpips,deg,lmd,ald,ids_dlib (default: every available "
                         "metric); with --protocol: extra columns")
