@@ -38,11 +38,47 @@ def infer(model: Path, inp: Path, out: Path, *extra: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def restored(clip, tiny_honestface_dir, tmp_path_factory):
-    """The clip restored losslessly, and its results file."""
+def refs(tmp_path_factory) -> Path:
+    """A reference folder with the astronaut's clean face, FFHQ-aligned (a square reference is an aligned crop)."""
+    from honestface.data import samples
+    from honestface.face import build_detector, extract_faces
+    from honestface.io import write_image
+
+    folder = tmp_path_factory.mktemp("refs")
+    face = extract_faces(samples.load_sample("astronaut"), build_detector("mtcnn"), size=128)[0]
+    write_image(folder / "astronaut.png", face.crop)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def restored(clip, refs, tiny_honestface_dir, tmp_path_factory):
+    """The clip restored losslessly with the reference, and its results file."""
     out = tmp_path_factory.mktemp("restored") / "out.mp4"
-    assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true") == 0
+    assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true", f"infer.references={refs}") == 0
     return out, json.loads(results_path(out).read_text())
+
+
+@pytest.fixture(scope="module")
+def interrupted(clip, refs, tiny_honestface_dir, tmp_path_factory):
+    """The same run failing in its second chunk -> (output path, the analysis it kept in its work folder)."""
+    import honestface.video.restore as vr
+    from honestface.video.analysis import VideoAnalysis
+
+    out = tmp_path_factory.mktemp("interrupted") / "out.mp4"
+    real, calls = vr._restore_chunk, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vr, "_restore_chunk", failing)
+        assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true", f"infer.references={refs}") == 1
+    work = vr.work_folder(out)
+    assert not out.exists() and (work / "chunk_000000.mkv").is_file()
+    return out, VideoAnalysis.from_dict(json.loads((work / "analysis.json").read_text()))
 
 
 def test_output_keeps_frames_rate_audio_and_untouched_frames(clip, restored) -> None:
@@ -60,62 +96,48 @@ def test_output_keeps_frames_rate_audio_and_untouched_frames(clip, restored) -> 
     assert report["frames_per_second"] > 0 and report["fps"] == pytest.approx(12.0)
 
 
-def test_tracks_keep_one_identity_per_person(clip, restored) -> None:
-    from honestface.face import build_detector
-
-    _, report = restored
-    tracks = report["tracks"]
-    assert tracks and all(t["restored"] for t in tracks)
-    # every face of the first frame starts a track that lasts the whole pan across the group photo
-    first = build_detector("mtcnn").detect(next(read_frames(clip.lq)))
-    starting = [t for t in tracks if t["first_frame"] == 0]
-    assert len(starting) == len(first)
-    pan_end = min(clip.face_free) - 1
-    long = [t for t in starting if t["last_frame"] >= pan_end - 2]
-    assert len(long) >= len(starting) - 1, f"tracks broke up during the pan: {tracks}"
-    # no person is split into two overlapping tracks
-    assert len(tracks) <= len(first) + 3
-
-
-def test_interrupted_run_resumes_with_the_same_result(clip, restored, tiny_honestface_dir, tmp_path,
-                                                      monkeypatch) -> None:
-    import honestface.video.restore as vr
-
-    out = tmp_path / "out.mp4"
-    real, calls = vr._restore_chunk, []
-
-    def failing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError("disk full (simulated)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(vr, "_restore_chunk", failing)
-    assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true") == 1
-    assert not out.exists()
-    work = vr.work_folder(out)
-    assert (work / "analysis.json").is_file() and (work / "chunk_000000.mkv").is_file()
-    monkeypatch.setattr(vr, "_restore_chunk", real)
-    assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true") == 0
-    report = json.loads(results_path(out).read_text())
-    assert report["resumed_frames"] == 8 and not work.exists()
-    first = list(read_frames(restored[0]))
-    assert all(np.array_equal(a, b) for a, b in zip(first, read_frames(out)))
-
-
-def test_references_are_matched_once_per_track(clip, tiny_honestface_dir, tmp_path) -> None:
+def test_tracks_keep_one_identity_per_person(clip, interrupted) -> None:
+    """Each track of the degraded clip holds one person (told by their clean faces' dlib embeddings against the
+    source photos'), and every person the detector sees is one track, across the pan and the zoom."""
     from honestface.data import samples
-    from honestface.io import write_image
+    from honestface.face import build_detector, build_identity_encoder, extract_faces
 
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    write_image(refs / "astronaut.png", samples.load_sample("astronaut"))
-    out = tmp_path / "out.mkv"
-    assert infer(tiny_honestface_dir, clip.lq, out, f"infer.references={refs}") == 0
-    tracks = json.loads(results_path(out).read_text())["tracks"]
+    analysis = interrupted[1]
+    detector, encoder = build_detector("mtcnn"), build_identity_encoder("dlib")
+    photos = (samples.group_t1(), samples.load_sample("astronaut"))
+    known = np.concatenate([encoder.embed_image(photo, [f.detection]) for photo in photos
+                            for f in extract_faces(photo, detector, size=256)])  # (P, 128): the astronaut last
+    gt = list(read_frames(clip.gt))
+    owners = []
+    for track in analysis.tracks:
+        emb = np.concatenate([encoder.embed_image(gt[t], [d]) for t, d in zip(track.frames, track.detections)])
+        owners.append(set((emb @ known.T).argmax(1).tolist()))
+    assert all(len(o) == 1 for o in owners), f"a track mixes people: {owners}"
+    persons = [next(iter(o)) for o in owners]
+    assert len(persons) == len(set(persons)), f"a person is split into several tracks: {persons}"
+    assert len(persons) >= 4 and persons[-1] == len(known) - 1  # the pan shows several people; the zoom, her
+    assert analysis.tracks[-1].frames[0] == clip.cuts[-1]
+
+
+def test_references_are_matched_once_per_track(clip, restored) -> None:
+    tracks = restored[1]["tracks"]
     with_refs = [t for t in tracks if t["references"]]
     assert len(with_refs) == 1 and not with_refs[0]["blind"], tracks
-    assert with_refs[0]["first_frame"] > max(clip.face_free), "the astronaut appears after the face-free frames"
+    assert with_refs[0]["first_frame"] == clip.cuts[-1], "her track (the zoom) takes her reference, nobody else"
+    assert all(t["blind"] for t in tracks if t is not with_refs[0])
+
+
+def test_interrupted_run_resumes_with_the_same_result(clip, refs, restored, interrupted,
+                                                      tiny_honestface_dir) -> None:
+    import honestface.video.restore as vr
+
+    out = interrupted[0]
+    assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true", f"infer.references={refs}") == 0
+    report = json.loads(results_path(out).read_text())
+    assert report["resumed_frames"] == 8 and not vr.work_folder(out).exists()
+    first = list(read_frames(restored[0]))
+    resumed = list(read_frames(out))
+    assert len(first) == len(resumed) and all(np.array_equal(a, b) for a, b in zip(first, resumed))
 
 
 def test_frame_folder_in_and_out(clip, tiny_honestface_dir, tmp_path) -> None:
@@ -150,18 +172,22 @@ def test_bad_clips_fail_with_one_line_and_leave_nothing(clip, tiny_honestface_di
 
 
 def test_corrupt_frame_fails_and_keeps_the_input(clip, tiny_honestface_dir, tmp_path, capsys) -> None:
+    import av
+
     frames = list(read_frames(clip.lq))[:10]
-    bad = tmp_path / "bad.mkv"
-    with VideoWriter(bad, Fraction(12), lossless=True) as w:
+    bad = tmp_path / "bad.mov"
+    with VideoWriter(bad, Fraction(12), codec="png") as w:  # the PNG codec rejects any damaged frame
         for f in frames:
             w.write(f)
+    with av.open(str(bad)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    pos, size = packets[6]
     data = bytearray(bad.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + 4000] = bytes(4000)
+    data[pos + size // 3:pos + 2 * size // 3] = bytes(x ^ 0xFF for x in data[pos + size // 3:pos + 2 * size // 3])
     bad.write_bytes(bytes(data))
-    before = bad.read_bytes()
     out = tmp_path / "out.mp4"
-    code = infer(tiny_honestface_dir, bad, out)
-    assert code in (1, 2)
-    assert "frame" in capsys.readouterr().err
-    assert not out.exists() and bad.read_bytes() == before
+    assert infer(tiny_honestface_dir, bad, out) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "frame 6" in err[0], err
+    assert not out.exists() and bad.read_bytes() == bytes(data)
+    assert json.loads(results_path(out).read_text())["status"] == "failed"

@@ -80,10 +80,30 @@ def test_crossing_faces_keep_their_identity_when_one_hides_the_other():
     tracks = link_tracks(frames, embeddings, identity_threshold=0.5)
     assert [_people(t) for t in tracks] == [[0] * 21, [1] * 18]
     assert tracks[1].frames == [t for t in range(21) if not 9 <= t <= 11]
-    # IoU only (documented): B's track, last seen where A now is, takes A's box after the crossing (a swap)
-    # and B starts a new track
+    # IoU only: the constant-velocity prediction carries B's box on through the crossing, so B rejoins its track
     iou_only = link_tracks(frames, embeddings)
-    assert [_people(t) for t in iou_only] == [[0] * 12, [1] * 9 + [0] * 9, [1] * 9]
+    assert [_people(t) for t in iou_only] == [[0] * 21, [1] * 18]
+    # IoU only without motion (documented): B's track, last seen where A now is, takes A's box after the crossing
+    # (a swap) and B starts a new track
+    still = link_tracks(frames, embeddings, motion=False)
+    assert [_people(t) for t in still] == [[0] * 12, [1] * 9 + [0] * 9, [1] * 9]
+
+
+def test_motion_prediction_links_a_fast_pan():
+    # a 50 px face moving 20 px, then 35 px per frame: its last box overlaps the next one by IoU 0.18 only
+    frames = [[_face(100 + 35 * t - 15 * (t > 0), 200, size=50)] for t in range(12)]
+    assert len(link_tracks(frames)) == 1
+    assert len(link_tracks(frames, motion=False)) > 1
+
+
+def test_a_new_face_moves_with_the_camera_pan_from_its_first_frame():
+    # the camera pans 20 px, then 35 px per frame; a face entering on frame 5 links on frame 6 through the other
+    # tracks' drift (its own box moved 35 px: IoU 0.18)
+    x = [35 * t - 15 * (t > 0) for t in range(12)]
+    frames = [[_face(100 + x[t], 200, size=50, person=0), _face(100 + x[t], 400, size=50, person=1)]
+              + ([_face(40 + x[t], 300, size=50, person=2)] if t >= 5 else []) for t in range(12)]
+    tracks = link_tracks(frames)
+    assert [_people(t) for t in tracks] == [[0] * 12, [1] * 12, [2] * 7]
 
 
 def test_identity_wins_over_iou_when_two_people_swap_places():

@@ -75,8 +75,16 @@ from honestface.apps.infer_plan import (
 )
 from honestface.io import atomic_write_text, list_images, read_image, write_image
 
-__all__ = ["RESULTS_FILE", "InferenceSetupError", "finish_model_setup", "find_inputs", "model_architecture",
-           "plan_outputs", "run_inference", "setup_model"]
+__all__ = [
+    "RESULTS_FILE",
+    "InferenceSetupError",
+    "find_inputs",
+    "finish_model_setup",
+    "model_architecture",
+    "plan_outputs",
+    "run_inference",
+    "setup_model",
+]
 
 RESULTS_FILE = "results.json"
 log = logging.getLogger("honestface.apps")

@@ -137,11 +137,11 @@ def run_video_inference(cfg: DictConfig) -> int:
         return 0
     info, source, output, refs = setup
     report = results_path(output)
+    import torch
+
     from honestface.apps.infer import _load_pipeline, _reference_pool
     from honestface.video.io import VideoError
     from honestface.video.restore import restore_video
-
-    import torch
 
     icfg, vcfg = cfg.infer, cfg.video
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if icfg.device == "auto" \

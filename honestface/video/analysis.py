@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,7 +121,7 @@ def analyse_video(source: str, detector: Any, identity_encoder: Any = None, opti
     opts = options or TrackingOptions()
     detections, embeddings = [], []
     fps = float(info.fps)
-    for frame in read_frames(source, fps=info.fps):
+    for frame in read_frames(source, fps=None if Path(source).is_file() else info.fps):  # a folder: its rate
         dets, embs = _faces_of(frame, detector, identity_encoder)
         detections.append(dets)
         embeddings.append(embs)

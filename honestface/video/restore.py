@@ -201,7 +201,8 @@ def restore_video(pipeline: Any, source: str | os.PathLike, output: str | os.Pat
     the pipeline's, else dlib). fingerprint: what else makes the result (model, dtype) for resuming."""
     from tqdm.auto import tqdm
 
-    from honestface.face import build_identity_encoder, crop_mask
+    from honestface.face import build_identity_encoder
+    from honestface.face.paste import crop_mask
 
     t0 = time.perf_counter()
     source, output = os.fspath(source), Path(output)
@@ -253,7 +254,7 @@ def restore_video(pipeline: Any, source: str | os.PathLike, output: str | os.Pat
     with tqdm(total=info.num_frames, desc="restoring", unit="frame", disable=not progress) as bar:
         bar.update(resumed)
         frames: list[np.ndarray] = []
-        for t, frame in enumerate(read_frames(source, fps=info.fps)):
+        for t, frame in enumerate(read_frames(source, fps=None if Path(source).is_file() else info.fps)):
             index = t // chunk_frames
             if chunks[index].is_file():
                 continue

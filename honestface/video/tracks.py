@@ -11,7 +11,12 @@ and matches by appearance before a final IoU stage.
 
 Our choice (the rule `link_tracks` implements), frame by frame, in order:
 - A track is alive at frame t when it was last seen at most `max_gap` missing frames before (t - last - 1 <= max_gap).
-  Boxes are compared with the track's last box (no motion model; a jump too fast for IoU is what stage 1 recovers).
+  Boxes are compared with the track's predicted box: with `motion=True` (default) its last box moved on by the
+  displacement between its last two boxes, per frame (a constant-velocity guess, the simplest form of SORT's Kalman
+  prediction; it keeps a face panning by about half its width per frame linked). A track seen on one frame only has
+  no displacement yet and moves with the median displacement of the other tracks (a camera pan moves every face
+  alike). With `motion=False`: its last box.
+  A jump too fast for IoU is what stage 1 recovers.
 - Stage 1, identity (only with embeddings and `identity_threshold` set): a pair (alive track, detection) is an
   identity match when both have an embedding and cos(track mean embedding, detection embedding) >= identity_threshold,
   wherever the box is (so a face that jumps after a cut or a fast pan rejoins its track). Identity matches are
@@ -201,6 +206,21 @@ class _Builder:
         if emb is not None:
             self.emb_sum = emb.astype(np.float64) if self.emb_sum is None else self.emb_sum + emb.astype(np.float64)
 
+    def step(self) -> np.ndarray | None:
+        """The last per-frame box displacement (4,), or None for a track of one frame."""
+        if len(self.frames) < 2:
+            return None
+        last, before = (np.asarray(d.box, dtype=np.float64) for d in self.detections[-1:-3:-1])
+        return (last - before) / (self.frames[-1] - self.frames[-2])
+
+    def predicted_box(self, frame: int, motion: bool, drift: np.ndarray | None) -> np.ndarray:
+        """The box expected on `frame`: the last one, moved on at the track's last per-frame displacement with
+        `motion` (a track of one frame moves with `drift`, the other tracks' median displacement, if any)."""
+        last = np.asarray(self.detections[-1].box, dtype=np.float64)
+        step = self.step() if motion else None
+        step = drift if step is None and motion else step
+        return last if step is None else last + step * (frame - self.frames[-1])
+
     def mean_embedding(self) -> np.ndarray | None:
         if self.emb_sum is None:
             return None
@@ -252,13 +272,15 @@ def link_tracks(
     identity_veto: float | None = None,
     max_gap: int = 5,
     min_length: int = 1,
+    motion: bool = True,
 ) -> list[FaceTrack]:
     """Link per-frame detections into face tracks (rule in the module docstring).
 
     detections: one list per frame (frame index = position), each of FaceDetection.
     embeddings: None, or one list per frame with one identity embedding (or None) per detection. They are stored
         in the tracks (L2-normalised, dtype kept) and, with identity_threshold set, used for linking.
-    iou_threshold: smallest box IoU with a track's last box that links by position, in (0, 1].
+    iou_threshold: smallest box IoU with a track's predicted box that links by position, in (0, 1].
+    motion: predict a track's box at its last per-frame displacement (True) or take its last box (False).
     identity_threshold: smallest cosine to a track's mean embedding that links by identity anywhere in the frame;
         None: link by IoU only.
     identity_veto: with identity_threshold set, forbid IoU links whose cosine is below this (None: no veto).
@@ -286,7 +308,9 @@ def link_tracks(
         alive = [b for b in alive if t - b.frames[-1] - 1 <= max_gap]
         free_dets = list(range(len(dets)))
         if alive and dets:
-            iou = box_iou([b.detections[-1].box for b in alive], [d.box for d in dets])  # (A, D)
+            steps = [st for st in (b.step() for b in alive) if st is not None]
+            drift = np.median(np.stack(steps), axis=0) if steps else None  # camera motion, seen by older tracks
+            iou = box_iou([b.predicted_box(t, motion, drift) for b in alive], [d.box for d in dets])  # (A, D)
             cos = np.full(iou.shape, np.nan)
             if use_identity:
                 for i, b in enumerate(alive):
