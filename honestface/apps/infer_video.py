@@ -85,6 +85,9 @@ def _setup(cfg: DictConfig) -> tuple[Any, Path, Path, list[str] | None] | None:
                                   "replace it)")
     if output.exists() and not icfg.overwrite:
         return None  # --skip-existing: nothing to do, nothing loaded
+    if output.is_dir() and any(output.iterdir()):
+        raise InferenceSetupError(f"{output} is a folder that holds files: a frame folder output is never replaced "
+                                  "(choose another --output or remove it)")
     pipeline, released = setup_model(cfg)
     refs = None
     if icfg.references is not None:
