@@ -5,7 +5,8 @@
     python benchmarks/infer.py --scale sd21 --device cuda --dtype fp16
     python benchmarks/infer.py --threads 1        # on a shared CPU: avoids thread oversubscription noise
     python benchmarks/infer.py --model vspbfr --full --batches 1 --repeats 1   # VSPBFR tiny and full (512) scale
-    python benchmarks/infer.py --onnx --dtype fp32  # + onnxruntime vs torch fp32 seconds per face (HonestFace, CPU)
+    python benchmarks/infer.py --onnx --dtype fp32  # + onnxruntime vs torch fp32 seconds per face (CPU)
+    python benchmarks/infer.py --model vspbfr --onnx  # the same for VSPBFR
 
 HonestFace method (our choice). Two variants: `osdface` (the OSDFace-compatible model: VRE + one-step UNet + VAE,
 no IDE, `use_ide=False`) and `honestface` (full, with the IDE and K references). Each is built once with random
@@ -29,7 +30,9 @@ same face by the model loaded in `--dtype` and in float32.
 ONNX (`--onnx`, HonestFace from the library's folders): each cached model is exported once (`honestface-export`)
 and its own subprocess times `OnnxPipeline` (onnxruntime, CPU provider, `--threads` intra-op threads) and the torch
 float32 `HonestFacePipeline` on the same faces and references, printed side by side under "onnx" with the PSNR
-between their outputs.
+between their outputs. With `--model vspbfr --onnx` the same for `VSPBFRPipeline` (its random-weight model saved
+once to `--cache`); its PSNR is low at random weights because the four-block code diffuser amplifies float
+round-off to O(1) there (tests/test_onnx_export_vspbfr.py says why), so only the seconds are comparable.
 
 VSPBFR (`--model vspbfr`; scales "tiny" and, with `--full`, the released "full" configuration: StyleGAN2 1024,
 restoration 512, random weights from `build_vspbfr`): the stages of `VSPBFR.forward` with one seeded generator per
@@ -208,7 +211,6 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
 
 
 @torch.no_grad()
-@torch.no_grad()
 def measure_onnx(folder: Path, batch: int, repeats: int, refs: int, threads: int, channels_last: bool = True) -> dict:
     """onnxruntime (CPU provider) vs torch float32 on this CPU, side by side: seconds per face of the aligned-mode
     pipeline at `batch` (median of `repeats` after one warm-up), same faces and references, and the PSNR between the
@@ -231,19 +233,55 @@ def measure_onnx(folder: Path, batch: int, repeats: int, refs: int, threads: int
                                              threads=threads or None)
     faces, ref_faces = _faces(torch_pipe.resolution, batch, refs)
     references = ReferencePool(ref_faces) if torch_pipe.model.use_ide else None
+    seconds, out = _time_pipelines({"torch_fp32": torch_pipe, "onnxruntime": onnx_pipe}, faces, batch, repeats,
+                                   references=references)
+    return _onnx_row(batch, export_s, seconds, out)
+
+
+def _time_pipelines(pipes: dict, faces: list[np.ndarray], batch: int, repeats: int, **call: object
+                    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Seconds per face (median of `repeats` after one warm-up) and the first face's output of each pipeline."""
     out, seconds = {}, {}
-    for name, pipe in (("torch_fp32", torch_pipe), ("onnxruntime", onnx_pipe)):
-        out[name] = pipe(faces, references=references, batch_size=batch).images[0]  # warm-up (+ reference cache)
+    for name, pipe in pipes.items():
+        out[name] = pipe(faces, batch_size=batch, **call).images[0]  # warm-up (+ reference cache)
         runs = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            pipe(faces, references=references, batch_size=batch)
+            pipe(faces, batch_size=batch, **call)
             runs.append((time.perf_counter() - t0) / batch)
         seconds[name] = round(float(np.median(runs)), 4)
+    return seconds, out
+
+
+def _onnx_row(batch: int, export_s: float, seconds: dict[str, float], out: dict[str, np.ndarray]) -> dict:
     return {"batch": batch, "export_seconds": round(export_s, 2), "torch_fp32_s_per_face": seconds["torch_fp32"],
             "onnxruntime_s_per_face": seconds["onnxruntime"],
             "speedup": round(seconds["torch_fp32"] / max(seconds["onnxruntime"], 1e-9), 2),
             "psnr_onnx_vs_torch_db": round(_psnr(out["onnxruntime"], out["torch_fp32"]), 2)}
+
+
+@torch.no_grad()
+def measure_onnx_vspbfr(scale: str, batch: int, repeats: int, threads: int, cache: Path) -> dict:
+    """VSPBFR: onnxruntime (CPU provider) vs torch float32 seconds per face of the aligned-mode pipeline, as
+    `measure_onnx`; the random-weight model is saved once to `cache` and exported once next to it."""
+    from honestface.export import OnnxPipeline, export_onnx
+    from honestface.models.vspbfr import build_vspbfr
+    from honestface.pipelines import VSPBFRPipeline
+
+    folder = cache / f"vspbfr-{scale}-seed0-v1"
+    if not (folder / "vspbfr_config.json").is_file():
+        build_vspbfr(scale).save_pretrained(folder)
+    export = folder / "onnx"
+    t0 = time.perf_counter()
+    if not (export / "onnx_manifest.json").is_file():
+        export_onnx(folder, export, overwrite=True)
+    export_s = time.perf_counter() - t0
+    pipes = {"torch_fp32": VSPBFRPipeline.from_pretrained(folder, detector=None),
+             "onnxruntime": OnnxPipeline.from_pretrained(export, detector=None, providers=["CPUExecutionProvider"],
+                                                         threads=threads or None)}
+    faces, _ = _faces(pipes["torch_fp32"].resolution, batch, 0)
+    seconds, out = _time_pipelines(pipes, faces, batch, repeats)
+    return {"model": "vspbfr", "scale": scale, **_onnx_row(batch, export_s, seconds, out)}
 
 
 def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
@@ -300,7 +338,9 @@ def _child(args: argparse.Namespace, what: str, *extra: str) -> dict | str:
 
 def _one(args: argparse.Namespace, device: torch.device) -> dict:
     if args.model == "vspbfr":
-        scale, batch = args.one.split(":")
+        *kind, scale, batch = args.one.split(":")
+        if kind == ["onnx"]:
+            return measure_onnx_vspbfr(scale, int(batch), args.repeats, args.threads, args.cache)
         return measure_vspbfr(scale, int(batch), device, _DTYPES[args.dtype], args.repeats)
     kind, scale, variant, batch = args.one.split(":")
     if kind == "build":
@@ -355,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW convolution weights (to compare)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "honestface-bench",
                    help="where the random-weight models are saved once and re-loaded from")
-    p.add_argument("--onnx", action="store_true", help="HonestFace on a CPU: also export each model to ONNX and "
-                   "print onnxruntime vs torch fp32 seconds per face side by side (\"onnx\")")
+    p.add_argument("--onnx", action="store_true", help="on a CPU: also export each model to ONNX and print "
+                   "onnxruntime vs torch fp32 seconds per face side by side (\"onnx\")")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     p.add_argument("--output-npy", help=argparse.SUPPRESS)  # internal: write the first restoration there
     p.add_argument("--folder", help=argparse.SUPPRESS)  # internal: measure this model folder
@@ -388,7 +428,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for batch in args.batches:
                 record(_child(args, f"{scale}:{batch}"), f"{scale} batch {batch}")
-        print(json.dumps({"results": results, "skipped": skipped}, indent=1))
+                if args.onnx:
+                    row = _child(args, f"onnx:{scale}:{batch}")
+                    if isinstance(row, str):
+                        skipped.append(f"{scale} batch {batch} onnx comparison failed: {row}")
+                    else:
+                        onnx_rows.append(row)
+        report = {"results": results, "skipped": skipped, **({"onnx": onnx_rows} if args.onnx else {})}
+        print(json.dumps(report, indent=1))
         return 0 if results else 1
     roofline = machine_throughput(device, _DTYPES[args.dtype])  # this run's yardstick (benchmarks/roofline.py)
     if args.source == "osdface-files":

@@ -397,9 +397,11 @@ def finish_model_setup(cfg: DictConfig, pipeline: type, released: str | None) ->
             raise InferenceSetupError(str(e)) from None
         cfg.model.pretrained = str(folder)
     if not pipeline.resolution_override and icfg.resolution is not None:
+        from honestface.export import read_manifest
         from honestface.models.native import read_native_settings
 
-        size = read_native_settings(cfg.model.pretrained).resolution
+        size = read_manifest(icfg.onnx)["native"]["resolution"] if icfg.onnx is not None else \
+            read_native_settings(cfg.model.pretrained).resolution
         if int(icfg.resolution) != size:
             raise InferenceSetupError(f"infer.resolution={icfg.resolution}: a {pipeline.family_label} model runs at "
                                       f"its restoration size {size} only (--resolution)")

@@ -12,7 +12,9 @@ _EXPORTS = {
     "read_manifest": "onnx_export",
     "OnnxPipeline": "onnx_pipeline",
     "OnnxHonestFacePipeline": "onnx_pipeline",
+    "OnnxVSPBFRPipeline": "onnx_pipeline",
 }
-__all__ = ["MANIFEST_FILE", "OnnxHonestFacePipeline", "OnnxPipeline", "export_onnx", "read_manifest"]
+__all__ = ["MANIFEST_FILE", "OnnxHonestFacePipeline", "OnnxPipeline", "OnnxVSPBFRPipeline", "export_onnx",
+           "read_manifest"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,11 +1,14 @@
 """ONNX Runtime stand-ins for the torch models: objects with the model interface the torch pipelines call
-(`native_settings`, `use_ide`, `encode_references`, the forward call returning `x_hat`), backed by the graphs of an
-export folder (`honestface.export.onnx_export`). The pipelines' face handling runs unchanged around them.
+(HonestFace: `native_settings`, `use_ide`, `encode_references`, the forward call returning `x_hat`; VSPBFR:
+`native_settings`, `size`, the forward call returning `image`), backed by the graphs of an export folder
+(`honestface.export.onnx_export`). The pipelines' face handling runs unchanged around them.
 
 Our choices: sessions use the CUDA provider when onnxruntime offers it, else the CPU provider (`providers=` picks
-them explicitly); inputs and outputs cross as float32 numpy arrays; the VAE posterior noise is drawn with
-diffusers' `randn_tensor` from the pipeline's per-face generators, the very numbers the torch model draws, so an
-export reproduces the torch output up to float round-off.
+them explicitly); inputs and outputs cross as float32 numpy arrays; every random number is drawn here with the
+pipeline's per-face generators by the torch model's own calls and order (HonestFace: the VAE posterior noise by
+diffusers' `randn_tensor`; VSPBFR: the diffusion start codes, the StyleGAN2 noise maps, the codes z with style
+mixing and the restoration noise maps, `OnnxVSPBFR`), so an export reproduces the torch output up to float
+round-off. VSPBFR's code-diffuser chain is a Python loop over the exported one-step graph.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 from honestface.models.native import NativeSettings
 
-__all__ = ["OnnxGraphs", "OnnxHonestFace", "default_providers"]
+__all__ = ["OnnxGraphs", "OnnxHonestFace", "OnnxVSPBFR", "default_providers"]
 
 
 def default_providers() -> list[str]:
@@ -129,3 +132,54 @@ class OnnxHonestFace(_Module):
         (z_hat,) = run("unet", z_lq=z_lq, prompt_embeds=p)
         (x_hat,) = run("vae_decoder", z_hat=z_hat)
         return SimpleNamespace(x_hat=torch.from_numpy(x_hat))
+
+
+class OnnxVSPBFR(_Module):
+    """A VSPBFR export run by onnxruntime: `VSPBFR.forward` with one generator per face (as `VSPBFRPipeline` calls
+    it), on CPU tensors. Per face, its generator draws in the torch model's order: the diffusion start codes
+    (1, N, D), the StyleGAN2 noise maps, the codes z (`sample_style_codes`), the restoration noise maps. As in the
+    torch model, the style encoder and the code-diffuser chain run one face at a time (a face's codes do not depend
+    on its batch neighbours), the feature bank and the restoration network on the whole batch."""
+
+    def __init__(self, graphs: OnnxGraphs) -> None:
+        self.graphs = graphs
+        facts = graphs.manifest["vspbfr"]
+        self.codes = tuple(int(v) for v in facts["codes"])  # (N, D) of w_hat / w0
+        self.restoration_codes = tuple(int(v) for v in facts["restoration_codes"])  # (n, D) of z
+        self.num_timesteps = int(facts["num_timesteps"])
+        self.bank_names = [f"bank_{r}" for r in facts["bank_resolutions"]]
+        self.noise = {name: [tuple(s) for s in facts[f"{name}_noise"]] for name in ("feature_bank", "restoration")}
+        self.native_settings = NativeSettings.from_dict(graphs.manifest["native"])
+        self.size = self.native_settings.resolution
+
+    def _noise(self, name: str, generators: list[torch.Generator]) -> torch.Tensor:
+        """(B, L): per face, the graph's noise maps drawn one by one (as the torch model's hooks do), flattened."""
+        from honestface.models.vspbfr.layers import sample_noise
+
+        return torch.cat([torch.cat([sample_noise((1, 1, h, w), generator=g).flatten(1) for h, w in self.noise[name]],
+                                    dim=1) for g in generators])
+
+    def __call__(self, lq: torch.Tensor, generator: Any = None, mixing: float = 0.0) -> SimpleNamespace:
+        """lq (B, 3, R, R) in [-1, 1], generator: one torch.Generator per face -> namespace with image
+        (B, 3, R, R) (float32 CPU tensor)."""
+        from honestface.models.vspbfr.layers import sample_noise
+        from honestface.models.vspbfr.vspbfr import sample_style_codes
+
+        b = lq.shape[0]
+        if not isinstance(generator, (list, tuple)) or len(generator) != b:
+            raise ValueError(f"OnnxVSPBFR needs one torch.Generator per face ({b}), as VSPBFRPipeline passes them")
+        run = self.graphs.run
+        w0 = []
+        for face, g in zip(lq, generator):  # one face at a time, as the torch model (batch-independent codes)
+            (w_hat,) = run("style_encoder", lq=face[None])
+            x = sample_noise((1, *self.codes), generator=g)  # x_T (1, N, D)
+            for step in range(self.num_timesteps - 1, -1, -1):  # the deterministic reverse chain, t = T-1 .. 0
+                (x,) = run("code_diffuser_step", x_t=x, w_hat=w_hat, t=np.full(1, step, dtype=np.int64))
+            w0.append(x)
+        x = np.concatenate(w0)  # (B, N, D)
+        bank = run("feature_bank", w0=x, noise=self._noise("feature_bank", generator))
+        n, d = self.restoration_codes
+        z = torch.cat([sample_style_codes(g, mixing, n, d) for g in generator])  # (B, n, D)
+        (image,) = run("restoration", lq=lq, w0=x, z=z, noise=self._noise("restoration", generator),
+                       **dict(zip(self.bank_names, bank)))
+        return SimpleNamespace(image=torch.from_numpy(image))

@@ -1,11 +1,11 @@
 """OnnxPipeline: the restoration pipelines (aligned faces and whole photos) with every model call on onnxruntime.
 
 `OnnxPipeline.from_pretrained(export_dir)` reads the export's manifest and returns the family's pipeline: an
-`OnnxHonestFacePipeline` (a `HonestFacePipeline` whose model is `OnnxHonestFace`; VSPBFR has no export yet). All
-face handling (inputs, detection and alignment, references, resize, colour fix, paste-back) is the torch
-pipeline's own code; only `_predict` / `encode_references` go to onnxruntime, so outputs match the torch pipeline up
-to float round-off. The face detector, landmarker and identity encoder used for photo mode and references stay the
-library's own (torch / dlib) models, as in the torch pipeline.
+`OnnxHonestFacePipeline` (a `HonestFacePipeline` whose model is `OnnxHonestFace`) or an `OnnxVSPBFRPipeline` (a
+`VSPBFRPipeline` whose model is `OnnxVSPBFR`). All face handling (inputs, detection and alignment, references,
+resize, colour fix, paste-back) is the torch pipeline's own code; only the model calls go to onnxruntime, so
+outputs match the torch pipeline up to float round-off. The face detector, landmarker and identity encoder used for
+photo mode and references stay the library's own (torch / dlib) models, as in the torch pipeline.
 
 Our choices: the pipeline always works in float32 on the CPU side (`to()` accepts only that; the providers decide
 where the graphs run); `merge_lora` does nothing (the export's UNet is merged already).
@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from honestface.export.onnx_export import read_manifest
-from honestface.export.onnx_model import OnnxGraphs, OnnxHonestFace
+from honestface.export.onnx_model import OnnxGraphs, OnnxHonestFace, OnnxVSPBFR
 from honestface.pipelines.honestface_pipeline import HonestFacePipeline
+from honestface.pipelines.vspbfr_pipeline import VSPBFRPipeline
 
-__all__ = ["OnnxHonestFacePipeline", "OnnxPipeline"]
+__all__ = ["OnnxHonestFacePipeline", "OnnxPipeline", "OnnxVSPBFRPipeline"]
 
 
 class OnnxPipeline:
@@ -34,15 +35,19 @@ class OnnxPipeline:
     def from_pretrained(cls, folder: str | os.PathLike, detector: Any = "mtcnn", identity: Any = "dlib", *,
                         landmarker: Any = None, providers: list[str] | None = None, threads: int | None = None,
                         detector_threshold: float = 0.9, **kw: Any) -> OnnxPipeline:
-        """Open an export folder (`honestface-export --format onnx`): the family's pipeline with the given face
-        detector / landmarker / identity encoder (names or objects, as the torch pipelines take them), onnxruntime
-        `providers` (default: CUDA when available, else CPU) and CPU `threads` (default: onnxruntime's)."""
+        """Open an export folder (`honestface-export --format onnx`): the pipeline of the manifest's family
+        (`OnnxHonestFacePipeline` or `OnnxVSPBFRPipeline`) with the given face detector / landmarker / identity
+        encoder (names or objects, as the torch pipelines take them; VSPBFR uses no identity encoder), onnxruntime
+        `providers` (default: CUDA when available, else CPU), CPU `threads` (default: onnxruntime's) and the
+        family pipeline's own options in `kw` (e.g. VSPBFR's `mixing`)."""
         from honestface.pipelines.base import build_face_models
 
         manifest = read_manifest(folder)
         graphs = OnnxGraphs(folder, manifest, providers, threads)
         landmarker = build_face_models(None, landmarker, None)[1]
-        # read_manifest accepts only families with an export (HonestFace)
+        if manifest["family"] == "vspbfr":  # read_manifest accepts only the families with an export
+            return OnnxVSPBFRPipeline(OnnxVSPBFR(graphs), detector, landmarker, identity,
+                                      detector_threshold=detector_threshold, **kw)
         return OnnxHonestFacePipeline(OnnxHonestFace(graphs), detector, landmarker, identity,
                                       detector_threshold=detector_threshold, **kw)
 
@@ -67,3 +72,7 @@ class OnnxPipeline:
 
 class OnnxHonestFacePipeline(OnnxPipeline, HonestFacePipeline):
     """HonestFacePipeline on an exported HonestFace (references, aligned and photo mode as in the torch one)."""
+
+
+class OnnxVSPBFRPipeline(OnnxPipeline, VSPBFRPipeline):
+    """VSPBFRPipeline on an exported VSPBFR (aligned and photo mode, seeds and style mixing as in the torch one)."""

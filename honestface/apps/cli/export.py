@@ -2,6 +2,7 @@
 
     honestface-export --model runs/honestface/final --format onnx --output exported/
     honestface-export --model runs/honestface/final --format onnx --output exported/ --overwrite
+    honestface-export --model runs/vspbfr/final --format onnx --output exported-vspbfr/
 
 Writes one .onnx file per inference graph (dynamic batch, each checked with the onnx checker) and
 onnx_manifest.json; run the export with `honestface-infer --onnx DIR` or `honestface.export.OnnxPipeline`
@@ -22,8 +23,8 @@ FORMATS = ("onnx",)
 
 def build_parser(prog: str = "honestface-export") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="Export a saved HonestFace model folder (save_pretrained / training output) "
-        "for another runtime (VSPBFR: not yet).",
+        prog=prog, description="Export a saved HonestFace or VSPBFR model folder (save_pretrained / training "
+        "output; the family is read from its config file) for another runtime.",
         epilog=f"example: {invocation(prog)} --model runs/honestface/final --format onnx --output exported/\n"
                f"then:    {sibling(prog, 'infer')} --onnx exported/ --input lq/ --output restored/",
         formatter_class=argparse.RawDescriptionHelpFormatter)

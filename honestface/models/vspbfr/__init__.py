@@ -26,7 +26,7 @@ _MODULES = {
     "restoration_net": ("RestorationNetwork", "convert_official_restoration_state_dict",
                         "load_official_restoration_state_dict"),
     "vspbfr": ("CONFIG_FILE", "FROZEN_PARTS", "PARTS", "VSPBFR", "VSPBFR_PRESETS", "WEIGHTS_FILE", "VSPBFROutput",
-               "build_vspbfr", "is_vspbfr_folder"),
+               "build_vspbfr", "is_vspbfr_folder", "sample_style_codes"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605

@@ -65,7 +65,7 @@ from honestface.models.vspbfr.style_encoder import StyleEncoder
 from honestface.models.vspbfr.stylegan2 import StyleGAN2Generator
 
 __all__ = ["CONFIG_FILE", "FROZEN_PARTS", "PARTS", "VSPBFR", "VSPBFR_PRESETS", "WEIGHTS_FILE", "VSPBFROutput",
-           "build_vspbfr", "is_vspbfr_folder"]
+           "build_vspbfr", "is_vspbfr_folder", "sample_style_codes"]
 
 CONFIG_FILE = "vspbfr_config.json"
 WEIGHTS_FILE = "vspbfr.safetensors"
@@ -277,21 +277,10 @@ class VSPBFR(PushToHubMixin, nn.Module):
         if not _is_list(generator):
             return self.restoration(lq, w0, bank, generator=generator, mixing=mixing)
         _check_generators(generator, lq.shape[0])
-        z = torch.cat([self._sample_z(g, mixing, lq) for g in generator])  # (B, n_latent_rn, D) Gaussian codes
+        n, d = self.restoration.n_latent, self.restoration.style_dim
+        z = torch.cat([sample_style_codes(g, mixing, n, d, lq.device, lq.dtype) for g in generator])  # (B, n, D)
         with _per_sample_noise(self.restoration, generator, lq.shape[0]):
             return self.restoration(lq, w0, bank, z=z)
-
-    def _sample_z(self, g: torch.Generator, mixing: float, like: torch.Tensor) -> torch.Tensor:
-        """One sample's Gaussian codes (1, n, D): one z, or two switched at a random crossover (prob. `mixing`)."""
-        if not 0.0 <= mixing <= 1.0:
-            raise ValueError(f"mixing must be a probability in [0, 1], got {mixing}")
-        n, d = self.restoration.n_latent, self.restoration.style_dim
-        mix = mixing > 0 and float(torch.rand((), generator=g, device=g.device)) < mixing
-        z = sample_noise((2 if mix else 1, 1, 1, d), generator=g, device=like.device, dtype=like.dtype)
-        if not mix:
-            return z[0].expand(1, n, d)
-        cut = int(torch.randint(1, n, (1,), generator=g, device=g.device))
-        return torch.cat([z[0].expand(1, cut, d), z[1].expand(1, n - cut, d)], dim=1)
 
     def forward(self, lq: torch.Tensor, generator: GeneratorArg = None, mixing: float = 0.0) -> VSPBFROutput:
         """Restore lq (B, 3, size, size) in [-1, 1]. `generator`: one torch.Generator, one per sample, or None.
@@ -428,6 +417,22 @@ def build_vspbfr(preset: str = "tiny", *, with_discriminator: bool = False, seed
 
 
 # ------------------------------------------------------------------------------------ per-sample randomness
+def sample_style_codes(generator: torch.Generator, mixing: float, n: int, dim: int,
+                       device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One sample's Gaussian codes z (1, n, dim) for the restoration network, drawn from `generator` in a fixed
+    order: the mixing draw (only when mixing > 0), one or two N(0, I) codes (1, 1, dim), the crossover in [1, n - 1];
+    with probability `mixing` the two codes are switched at the crossover, else one code fills every row. Shared by
+    `VSPBFR.restore` and the ONNX runtime (`honestface.export`), so both draw the same numbers."""
+    if not 0.0 <= mixing <= 1.0:
+        raise ValueError(f"mixing must be a probability in [0, 1], got {mixing}")
+    mix = mixing > 0 and float(torch.rand((), generator=generator, device=generator.device)) < mixing
+    z = sample_noise((2 if mix else 1, 1, 1, dim), generator=generator, device=device, dtype=dtype)
+    if not mix:
+        return z[0].expand(1, n, dim)
+    cut = int(torch.randint(1, n, (1,), generator=generator, device=generator.device))
+    return torch.cat([z[0].expand(1, cut, dim), z[1].expand(1, n - cut, dim)], dim=1)
+
+
 def _is_list(generator: GeneratorArg) -> bool:
     return isinstance(generator, (list, tuple))
 
