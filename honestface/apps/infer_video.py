@@ -55,7 +55,7 @@ def results_path(output: str | os.PathLike) -> Path:
 def _setup(cfg: DictConfig) -> tuple[Any, Path, Path, list[str] | None] | None:
     """Every check before loading a model -> (source info, input, output, reference files or None); None: the
     output exists and `infer.skip_existing` leaves it."""
-    from honestface.apps.infer import finish_model_setup, setup_model
+    from honestface.apps.infer_model import finish_model_setup, setup_model
     from honestface.video.io import VideoError, is_video_file, probe_video
 
     icfg = cfg.infer
@@ -107,7 +107,7 @@ def _suffixes() -> tuple[str, ...]:
 
 def _summary(cfg: DictConfig, model: str, source: Path, output: Path, info: Any, status: str,
              reason: str | None, result: Any, started: float) -> dict[str, Any]:
-    from honestface.apps.infer import model_architecture
+    from honestface.apps.infer_model import model_architecture
 
     seconds = round(time.time() - started, 3)
     line: dict[str, Any] = {
@@ -142,7 +142,7 @@ def run_video_inference(cfg: DictConfig) -> int:
     report = results_path(output)
     import torch
 
-    from honestface.apps.infer import _load_pipeline, _reference_pool
+    from honestface.apps.infer_model import _load_pipeline, _reference_pool
     from honestface.video.io import VideoError
     from honestface.video.restore import restore_video
 
