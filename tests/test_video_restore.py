@@ -140,18 +140,26 @@ def test_interrupted_run_resumes_with_the_same_result(clip, refs, restored, inte
     assert len(first) == len(resumed) and all(np.array_equal(a, b) for a, b in zip(first, resumed))
 
 
-def test_frame_folder_in_and_out(clip, tiny_honestface_dir, tmp_path) -> None:
-    from honestface.io import write_image
+def test_frame_folder_in_and_out_with_a_blind_vspbfr_model(clip, refs, tmp_path) -> None:
+    """A folder of frames restored by VSPBFR (blind: the references are ignored) into a folder of PNG frames."""
+    from honestface.io import read_image, write_image
+    from honestface.models.vspbfr import build_vspbfr
 
+    model = tmp_path / "vspbfr"
+    build_vspbfr("tiny").save_pretrained(model)
     frames = tmp_path / "frames"
     frames.mkdir()
     source = list(read_frames(clip.lq))[:6]
     for i, f in enumerate(source):
         write_image(frames / f"f{i}.png", f)
     out = tmp_path / "restored_frames"
-    assert infer(tiny_honestface_dir, frames, out, "video.frames=true", "video.fps=12") == 0
+    assert infer(model, frames, out, "video.frames=true", "video.fps=12", f"infer.references={refs}") == 0
     written = sorted(out.glob("*.png"))
     assert len(written) == 6
+    report = json.loads(results_path(out).read_text())
+    assert report["architecture"] == "vspbfr" and report["fps"] == 12.0
+    assert report["tracks"] and all(t["blind"] for t in report["tracks"])
+    assert not np.array_equal(np.round(read_image(written[0]) * 255).astype(np.uint8), source[0])
 
 
 def test_bad_clips_fail_with_one_line_and_leave_nothing(clip, tiny_honestface_dir, tmp_path, capsys) -> None:

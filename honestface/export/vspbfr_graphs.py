@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from honestface.models.vspbfr.layers import Blur, ConstantInput, Downsample, ModulatedConv2d, NoiseInjection, Upsample
+from honestface.models.vspbfr.layers import Blur, ConstantInput, Downsample, ModulatedConv2d, Upsample, noise_hooks
 from honestface.models.vspbfr.smart import DilatedModulatedConv2d
 
 __all__ = ["VSPBFR_GRAPHS", "noise_shapes", "vspbfr_graphs"]
@@ -145,13 +145,8 @@ def _noise_from(module: nn.Module, noise: torch.Tensor, shapes: list[tuple[int, 
         calls["at"] += h * w
         return args, {**kwargs, "noise": chunk}
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in module.modules()
-               if isinstance(m, NoiseInjection)]
-    try:
+    with noise_hooks(module, hook):
         yield
-    finally:
-        for h in handles:
-            h.remove()
     if calls["k"] != len(shapes):
         raise RuntimeError(f"{type(module).__name__}: {calls['k']} noise injections, {len(shapes)} noise maps")
 
@@ -160,18 +155,13 @@ def noise_shapes(module: nn.Module, run: Callable[[], object]) -> list[tuple[int
     """The (h, w) of every NoiseInjection call inside `module` while `run()` runs, in call order."""
     shapes: list[tuple[int, int]] = []
 
-    def hook(_: nn.Module, args: tuple, kwargs: dict) -> None:
+    def hook(_: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         image = args[0] if args else kwargs["image"]
         shapes.append((int(image.shape[-2]), int(image.shape[-1])))
+        return args, kwargs
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in module.modules()
-               if isinstance(m, NoiseInjection)]
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for h in handles:
-            h.remove()
+    with noise_hooks(module, hook), torch.no_grad():
+        run()
     return shapes
 
 

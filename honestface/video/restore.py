@@ -218,7 +218,9 @@ def restore_video(pipeline: Any, source: str | os.PathLike, output: str | os.Pat
         raise ValueError("video restoration needs a face detector (the pipeline's detector=...)")
     tracking = tracking or TrackingOptions()
     if identity_encoder is None:
-        identity_encoder = getattr(pipeline, "identity_encoder", None) or build_identity_encoder("dlib")
+        identity_encoder = getattr(pipeline, "identity_encoder", None) or "dlib"
+    if isinstance(identity_encoder, str):
+        identity_encoder = build_identity_encoder(identity_encoder)
     call = {"batch_size": batch_size, "color_fix": color_fix, "seed": seed, "max_references": max_references,
             "ref_threshold": -1.0}  # -1: each track's pool holds only its chosen references
     state = _state(source, info, {"tracking": tracking.to_dict(), "seed": seed, "color_fix": color_fix,

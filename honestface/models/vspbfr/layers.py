@@ -25,8 +25,9 @@ every device and dtype; `PixelNorm` normalises the last dimension by default (id
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ from torch import nn
 __all__ = [
     "Blur", "ConstantInput", "ConvLayer", "Downsample", "EqualConv2d", "EqualLinear", "FusedLeakyReLU",
     "ModulatedConv2d", "NoiseInjection", "PixelNorm", "ResBlock", "StyledConv", "ToRGB", "Upsample",
-    "fused_leaky_relu", "make_kernel", "sample_noise", "stylegan_channels", "upfirdn2d",
+    "fused_leaky_relu", "make_kernel", "noise_hooks", "sample_noise", "stylegan_channels", "upfirdn2d",
 ]
 
 SQRT2 = math.sqrt(2.0)
@@ -303,6 +304,19 @@ class NoiseInjection(nn.Module):
             b, _, h, w = image.shape
             noise = sample_noise((b, 1, h, w), generator=generator, device=image.device, dtype=image.dtype)
         return image + self.weight.to(image.dtype) * noise.to(image.dtype)
+
+
+@contextlib.contextmanager
+def noise_hooks(module: nn.Module, hook: Callable[[nn.Module, tuple, dict], tuple[tuple, dict]]) -> Iterator[None]:
+    """While active, `hook(layer, args, kwargs) -> (args, kwargs)` runs before every NoiseInjection of `module`
+    (a forward pre-hook with kwargs): how callers supply the noise maps."""
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in module.modules()
+               if isinstance(m, NoiseInjection)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class ConstantInput(nn.Module):

@@ -58,7 +58,7 @@ from honestface.models.folder import read_folder_config, save_model_folder, stat
 from honestface.models.native import NativeSettings
 from honestface.models.vspbfr.code_diffuser import CodeDiffuser, WPlusDiffusion
 from honestface.models.vspbfr.discriminator import StyleGAN2Discriminator
-from honestface.models.vspbfr.layers import NoiseInjection, sample_noise
+from honestface.models.vspbfr.layers import noise_hooks, sample_noise
 from honestface.models.vspbfr.official import load_official_weights
 from honestface.models.vspbfr.restoration_net import RestorationNetwork
 from honestface.models.vspbfr.style_encoder import StyleEncoder
@@ -460,10 +460,5 @@ def _per_sample_noise(module: nn.Module, generator: GeneratorArg, batch: int) ->
                            for g in generator])  # (B, 1, H, W)
         return args, {**kwargs, "noise": noise}
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in module.modules()
-               if isinstance(m, NoiseInjection)]
-    try:
+    with noise_hooks(module, hook):
         yield
-    finally:
-        for h in handles:
-            h.remove()
