@@ -171,6 +171,11 @@ def test_bad_clips_fail_with_one_line_and_leave_nothing(clip, tiny_honestface_di
     assert len(err) == 1 and err[0].startswith("error:") and "notes.mp4" in err[0]
     assert infer(tiny_honestface_dir, tmp_path / "missing.mp4", out) == 2
     assert "not found" in capsys.readouterr().err
+    from honestface.video.demo_clip import write_tone
+
+    tone = write_tone(tmp_path / "tone.mp4", 0.5)  # an audio-only file with a video suffix
+    assert infer(tiny_honestface_dir, tone, out) == 2
+    assert "audio only" in capsys.readouterr().err
     existing = tmp_path / "existing.mp4"
     existing.write_bytes(b"keep me")
     assert infer(tiny_honestface_dir, clip.lq, existing) == 2
