@@ -52,15 +52,29 @@ def refs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def restored(clip, refs, tiny_honestface_dir, tmp_path_factory):
-    """The clip restored losslessly with the reference, and its results file."""
+    """The clip restored losslessly with the reference -> (output, its results file, the run's analysis)."""
+    import honestface.video.restore as vr
+
     out = tmp_path_factory.mktemp("restored") / "out.mp4"
-    assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true", f"infer.references={refs}") == 0
-    return out, json.loads(results_path(out).read_text())
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(vr_analyse(*args, **kwargs))
+        return seen[-1]
+
+    vr_analyse = vr.analyse_video
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vr, "analyse_video", spy)
+        assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true", f"infer.references={refs}") == 0
+    return out, json.loads(results_path(out).read_text()), seen[0]
 
 
 @pytest.fixture(scope="module")
-def interrupted(clip, refs, tiny_honestface_dir, tmp_path_factory):
-    """The same run failing in its second chunk -> (output path, the analysis it kept in its work folder)."""
+def interrupted(clip, refs, restored, tiny_honestface_dir, tmp_path_factory):
+    """The same run failing in its second chunk (its analysis, the costly part, taken from `restored`: CI time)
+    -> (output path, the analysis it kept in its work folder)."""
+    import copy
+
     import honestface.video.restore as vr
     from honestface.video.analysis import VideoAnalysis
 
@@ -75,6 +89,7 @@ def interrupted(clip, refs, tiny_honestface_dir, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vr, "_restore_chunk", failing)
+        mp.setattr(vr, "analyse_video", lambda *a, **k: copy.deepcopy(restored[2]))
         assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true", f"infer.references={refs}") == 1
     work = vr.work_folder(out)
     assert not out.exists() and (work / "chunk_000000.mkv").is_file()
@@ -82,7 +97,7 @@ def interrupted(clip, refs, tiny_honestface_dir, tmp_path_factory):
 
 
 def test_output_keeps_frames_rate_audio_and_untouched_frames(clip, restored) -> None:
-    out, report = restored
+    out, report, _ = restored
     src, dst = probe_video(clip.lq), probe_video(out)
     assert (dst.num_frames, dst.fps, dst.width, dst.height) == (src.num_frames, src.fps, src.width, src.height)
     assert src.has_audio and dst.has_audio
@@ -96,13 +111,13 @@ def test_output_keeps_frames_rate_audio_and_untouched_frames(clip, restored) -> 
     assert report["frames_per_second"] > 0 and report["fps"] == pytest.approx(12.0)
 
 
-def test_tracks_keep_one_identity_per_person(clip, interrupted) -> None:
+def test_tracks_keep_one_identity_per_person(clip, restored) -> None:
     """Each track of the degraded clip holds one person (told by their clean faces' dlib embeddings against the
     source photos'), and every person the detector sees is one track, across the pan and the zoom."""
     from honestface.data import samples
     from honestface.face import build_detector, build_identity_encoder, extract_faces
 
-    analysis = interrupted[1]
+    analysis = restored[2]
     detector, encoder = build_detector("mtcnn"), build_identity_encoder("dlib")
     photos = (samples.group_t1(), samples.load_sample("astronaut"))
     known = np.concatenate([encoder.embed_image(photo, [f.detection]) for photo in photos
@@ -135,6 +150,7 @@ def test_interrupted_run_resumes_with_the_same_result(clip, refs, restored, inte
     assert infer(tiny_honestface_dir, clip.lq, out, "video.lossless=true", f"infer.references={refs}") == 0
     report = json.loads(results_path(out).read_text())
     assert report["resumed_frames"] == 8 and not vr.work_folder(out).exists()
+    assert interrupted[1].to_dict() == restored[2].to_dict()  # the analysis survives its JSON round trip
     first = list(read_frames(restored[0]))
     resumed = list(read_frames(out))
     assert len(first) == len(resumed) and all(np.array_equal(a, b) for a, b in zip(first, resumed))
