@@ -35,7 +35,7 @@ SMOKE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "roofline.py": (("--repeats", "1", "--dtype", "fp32"), ("conv3x3_gflops", "matmul_gflops")),
     "quickstart_levers.py": (("--levers", "base", "--train-views", "3", "--validation-views", "1", *TINY_RECIPE),
                              ("levers",)),
-    "video.py": (("--frames", "6", "--blind"), ("methods", "temporal_vs_per_frame_warp_error")),
+    "video.py": (("--frames", "4", "--blind"), ("methods", "temporal_vs_per_frame_warp_error")),
     "run_all.py": (("--only", "degradation", "--repeats", "1", "--device", "cpu", "--output", "{tmp}/results.json"),
                    ("benchmarks", "failed")),
 }
