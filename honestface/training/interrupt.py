@@ -9,7 +9,6 @@ Outside the main thread (where Python delivers no signals) nothing is installed.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from typing import Any
@@ -17,7 +16,9 @@ from typing import Any
 import torch
 from typing_extensions import Self  # typing.Self is Python 3.11+; we support 3.10 (a torch dependency)
 
-logger = logging.getLogger("honestface.training")
+from honestface.log import get_logger
+
+logger = get_logger(__name__)
 
 
 class DeferredInterrupt:

@@ -19,7 +19,6 @@ Our choices:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import uuid
@@ -28,9 +27,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from honestface.log import get_logger
 from honestface.training import checkpoint as ckpt
 
-logger = logging.getLogger("honestface.training")
+logger = get_logger(__name__)
 
 RUN_FILE = "run.json"
 FINAL_DIR = "final"

@@ -10,12 +10,13 @@ left out of the others.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 
-logger = logging.getLogger("honestface.training")
+from honestface.log import get_logger
+
+logger = get_logger(__name__)
 
 
 def check_report_to(report_to: str) -> str | None:
