@@ -124,8 +124,9 @@ def test_tracks_keep_one_identity_per_person(clip, restored) -> None:
                             for f in extract_faces(photo, detector, size=256)])  # (P, 128): the astronaut last
     gt = list(read_frames(clip.gt))
     owners = []
-    for track in analysis.tracks:
-        emb = np.concatenate([encoder.embed_image(gt[t], [d]) for t, d in zip(track.frames, track.detections)])
+    for track in analysis.tracks:  # its first, middle and last face (dlib costs ~0.14 s a face: CI time)
+        picks = sorted({0, len(track) // 2, len(track) - 1})
+        emb = np.concatenate([encoder.embed_image(gt[track.frames[i]], [track.detections[i]]) for i in picks])
         owners.append(set((emb @ known.T).argmax(1).tolist()))
     assert all(len(o) == 1 for o in owners), f"a track mixes people: {owners}"
     persons = [next(iter(o)) for o in owners]
