@@ -56,7 +56,7 @@ def _setup(cfg: DictConfig) -> tuple[Any, Path, Path, list[str] | None] | None:
     """Every check before loading a model -> (source info, input, output, reference files or None); None: the
     output exists and `infer.skip_existing` leaves it."""
     from honestface.apps.infer_model import finish_model_setup, setup_model
-    from honestface.video.io import VideoError, is_video_file, probe_video
+    from honestface.video.io import VIDEO_SUFFIXES, VideoError, is_video_file, probe_video
 
     icfg = cfg.infer
     for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
@@ -78,7 +78,7 @@ def _setup(cfg: DictConfig) -> tuple[Any, Path, Path, list[str] | None] | None:
     if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
         raise InferenceSetupError(f"the output {output} must not be the input {source} or inside it")
     if output.suffix and not is_video_file(output):
-        raise InferenceSetupError(f"output {output}: a video needs a video file ({', '.join(_suffixes())}) or a "
+        raise InferenceSetupError(f"output {output}: a video needs a video file ({', '.join(VIDEO_SUFFIXES)}) or a "
                                   "folder for PNG frames (no suffix)")
     if output.exists() and not (icfg.overwrite or icfg.skip_existing):
         raise InferenceSetupError(f"{output} already exists (pass --skip-existing to leave it, or --overwrite to "
@@ -97,12 +97,6 @@ def _setup(cfg: DictConfig) -> tuple[Any, Path, Path, list[str] | None] | None:
             raise InferenceSetupError(f"no image files in the references {icfg.references}")
     finish_model_setup(cfg, pipeline, released)
     return info, source, output, refs
-
-
-def _suffixes() -> tuple[str, ...]:
-    from honestface.video.io import VIDEO_SUFFIXES
-
-    return tuple(VIDEO_SUFFIXES)
 
 
 def _summary(cfg: DictConfig, model: str, source: Path, output: Path, info: Any, status: str,

@@ -16,7 +16,7 @@ Our choices:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +61,13 @@ class TrackingOptions:
                              f"{self.min_track_length}, {self.sigma}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return asdict(self)
 
 
 @dataclass
 class VideoAnalysis:
     """The tracks of a clip. smoothed[k]: (len(tracks[k]), 5, 2) smoothed points of tracks[k]; restored[k]: whether
-    tracks[k] is restored; frame_faces[t]: (track index, position in the track) of every face on frame t."""
+    tracks[k] is restored."""
 
     num_frames: int
     fps: float
@@ -75,14 +75,6 @@ class VideoAnalysis:
     smoothed: list[np.ndarray]
     restored: list[bool]
     settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def frame_faces(self) -> list[list[tuple[int, int]]]:
-        faces: list[list[tuple[int, int]]] = [[] for _ in range(self.num_frames)]
-        for k, track in enumerate(self.tracks):
-            for i, t in enumerate(track.frames):
-                faces[t].append((k, i))
-        return faces
 
     def track_summary(self) -> list[dict[str, Any]]:
         """One JSON-safe line per track: id, first / last frame, length, restored."""
