@@ -109,12 +109,14 @@ def _match_references(pipeline: Any, analysis: VideoAnalysis, references: Any, m
         ReferencePool(list(references), pipeline.identity_encoder, lambda: pipeline.detector)
     if ref_threshold is None:
         ref_threshold = REF_THRESHOLDS.get(getattr(pool.identity_encoder, "name", ""), 0.5)
-    chosen = []
+    chosen, built = [], {}  # tracks matched to the same references share one pool (embedded once)
     for track in analysis.tracks:
         emb = track.mean_embedding()
-        idx = [] if emb is None else pool.match(emb, max_references, ref_threshold)
-        chosen.append(None if not idx else ReferencePool([pool.crops[i] for i in idx], pool.identity_encoder,
-                                                         ids=[pool.ids[i] for i in idx], aligned=True))
+        idx = tuple([] if emb is None else pool.match(emb, max_references, ref_threshold))
+        if idx and idx not in built:
+            built[idx] = ReferencePool([pool.crops[i] for i in idx], pool.identity_encoder,
+                                       ids=[pool.ids[i] for i in idx], aligned=True)
+        chosen.append(built[idx] if idx else None)
     return chosen
 
 
