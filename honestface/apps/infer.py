@@ -68,6 +68,7 @@ from honestface.apps.infer_model import (
     _resolve_device,
     finish_model_setup,
     model_architecture,
+    require_keys,
     setup_model,
 )
 from honestface.apps.infer_plan import (
@@ -247,10 +248,7 @@ def _summary(cfg: DictConfig, records: list[dict[str, Any]], started: float, ref
 def _setup(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, Path]:
     """Check everything that can be checked before loading a model -> (records, reference mode, output folder)."""
     icfg = cfg.infer
-    for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
-                       ("model.pretrained", cfg.model.pretrained if icfg.onnx is None else icfg.onnx)):
-        if value is None:
-            raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
+    require_keys(cfg)
     pipeline, released = setup_model(cfg)
     if icfg.reference_mode == "pool" and (icfg.references is None or not Path(icfg.references).is_dir()):
         raise InferenceSetupError("infer.reference_mode=pool needs infer.references to be a folder of faces")

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from honestface.apps.infer_plan import InferenceSetupError
 
-__all__ = ["finish_model_setup", "model_architecture", "setup_model"]
+__all__ = ["finish_model_setup", "model_architecture", "require_keys", "setup_model"]
 
 log = logging.getLogger("honestface.apps")
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -136,6 +136,15 @@ def _onnx_setup(cfg: DictConfig) -> None:
         cfg.model.name = read_manifest(cfg.infer.onnx)["family"]
     except (OSError, ValueError) as e:
         raise InferenceSetupError(str(e)) from None
+
+
+def require_keys(cfg: DictConfig) -> None:
+    """infer.input, infer.output and a model (model.pretrained, or infer.onnx) are given."""
+    icfg = cfg.infer
+    for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
+                       ("model.pretrained", cfg.model.pretrained if icfg.onnx is None else icfg.onnx)):
+        if value is None:
+            raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
 
 
 def setup_model(cfg: DictConfig) -> tuple[type, str | None]:

@@ -55,14 +55,11 @@ def results_path(output: str | os.PathLike) -> Path:
 def _setup(cfg: DictConfig) -> tuple[Any, Path, Path, list[str] | None] | None:
     """Every check before loading a model -> (source info, input, output, reference files or None); None: the
     output exists and `infer.skip_existing` leaves it."""
-    from honestface.apps.infer_model import finish_model_setup, setup_model
+    from honestface.apps.infer_model import finish_model_setup, require_keys, setup_model
     from honestface.video.io import VIDEO_SUFFIXES, VideoError, is_video_file, probe_video
 
     icfg = cfg.infer
-    for key, value in (("infer.input", icfg.input), ("infer.output", icfg.output),
-                       ("model.pretrained", cfg.model.pretrained if icfg.onnx is None else icfg.onnx)):
-        if value is None:
-            raise InferenceSetupError(f"'{key}' is required (see scripts/infer.py --help)")
+    require_keys(cfg)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InferenceSetupError("a video is restored by one process: run scripts/infer.py without accelerate "
                                   "launch (or with --num_processes 1)")
