@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -22,6 +24,19 @@ def test_read_safetensors_chunks_and_casts(tmp_path):
     assert list(read_safetensors(path, prefix="w1")) == ["w1"]
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         read_safetensors(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+def test_read_tensors_do_not_keep_the_file_mapped(tmp_path):
+    # Tensors read in their stored dtype must not be views of the mapped file: such views kept the whole file
+    # resident next to the model (measured: 4.5 -> 3.4 GiB peak for the 1.9 GB bf16 OSDFace folder).
+    state = {f"w{i}": torch.randn(64, 64).bfloat16() for i in range(4)}
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    for dtype in (None, torch.bfloat16, torch.float32):
+        out = read_safetensors(path, dtype)
+        assert str(path) not in Path("/proc/self/maps").read_text(), dtype
+        assert all(torch.equal(out[k].float(), state[k].float()) for k in state)
 
 
 def test_meta_build_needs_every_weight():
