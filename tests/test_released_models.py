@@ -117,11 +117,26 @@ def test_osdface_by_name_converts_once_restores_at_512_and_equals_the_released_f
     assert (cfg.codebook_size, cfg.codebook_dim, cfg.proj_hidden, cfg.out_dim, cfg.num_tokens) == (64, 32, 16, 24, 77)
 
 
-def test_osdface_bf16_folder_holds_the_released_merge_order(osdface_home, monkeypatch) -> None:
-    """infer.py merges the LoRA into the float32 UNet, then casts: the bf16 folder holds exactly that."""
+@pytest.mark.parametrize("unet_format", ["safetensors", "bin"])
+def test_osdface_bf16_folder_holds_the_released_merge_order(osdface_home, monkeypatch, tmp_path, unet_format) -> None:
+    """infer.py merges the LoRA into the float32 UNet, then casts: the bf16 folder holds exactly that, whether the
+    merge is streamed from the UNet's safetensors file (peak memory: the merged UNet in bf16, not the float32 one)
+    or, for a UNet stored in another format, done on the whole UNet in memory."""
+    import shutil
+
     from safetensors.torch import load_file
 
+    from honestface.models.generator import OneStepGenerator
+
     home, written = osdface_home
+    if unet_format == "bin":  # the same weights as diffusers' pickle format (weights-only loadable)
+        home = shutil.copytree(home, tmp_path / "home", ignore=shutil.ignore_patterns("converted"))
+        unet_dir = home / "stable-diffusion-2-1-base" / "unet"
+        torch.save(load_file(str(unet_dir / "diffusion_pytorch_model.safetensors")),
+                   unet_dir / "diffusion_pytorch_model.bin")
+        (unet_dir / "diffusion_pytorch_model.safetensors").unlink()
+    else:
+        monkeypatch.setattr(OneStepGenerator, "merge_lora", lambda self: pytest.fail("whole-UNet merge in memory"))
     monkeypatch.setenv("HONESTFACE_HOME", str(home))
     folder = released_folder("osdface", dtype=torch.bfloat16, quiet=True)
     assert folder.name.startswith("osdface-bfloat16-")

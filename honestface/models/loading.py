@@ -45,10 +45,11 @@ def empty_weights(enabled: bool = True) -> Iterator[None]:
         yield
 
 
-def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None, prefix: str = "",
-                     chunk_bytes: int = 16 << 20) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file whose name starts with `prefix` (kept in the key), floating ones cast to
-    `dtype` (None: as stored); the file is re-opened every `chunk_bytes` read (see the module docstring)."""
+def stream_safetensors(path: str | os.PathLike, prefix: str = "", chunk_bytes: int = 16 << 20
+                       ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) for the tensors of a safetensors file whose name starts with `prefix`, in file order, the file
+    re-opened every `chunk_bytes` read. The tensors are views of the mapped file: use each (copy or cast it) and
+    drop it, so that each chunk's mapping is released once its tensors are gone (see the module docstring)."""
     from safetensors import safe_open
 
     path = str(path)
@@ -56,7 +57,6 @@ def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None, 
         raise FileNotFoundError(f"weights file not found: {path}")
     with safe_open(path, framework="pt") as f:
         keys = [k for k in f.keys() if k.startswith(prefix)]  # noqa: SIM118 (safe_open is not iterable)
-    out: dict[str, torch.Tensor] = {}
     start = 0
     while start < len(keys):
         read = 0
@@ -65,12 +65,22 @@ def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None, 
                 key = keys[start]
                 t = f.get_tensor(key)
                 read += t.numel() * t.element_size()
-                if dtype is not None and t.dtype in FLOAT_DTYPES and t.dtype != dtype:
-                    t = t.to(dtype)
-                else:  # a view of the mapped file: copy it, or the mapping stays resident (see the docstring)
-                    t = t.clone()
-                out[key] = t
                 start += 1
+                yield key, t
+                del t
+
+
+def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None, prefix: str = "",
+                     chunk_bytes: int = 16 << 20) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file whose name starts with `prefix` (kept in the key), floating ones cast to
+    `dtype` (None: as stored), each in its own memory; the file is re-opened every `chunk_bytes` read (see the
+    module docstring)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, t in stream_safetensors(path, prefix, chunk_bytes):
+        if dtype is not None and t.dtype in FLOAT_DTYPES and t.dtype != dtype:
+            out[key] = t.to(dtype)
+        else:  # a view of the mapped file: copy it, or the mapping stays resident (see the docstring)
+            out[key] = t.clone()
     return out
 
 

@@ -13,7 +13,7 @@ Conversion (our choice): the released parts are read once (weights-only) and wri
 folder (`HonestFace.save_pretrained` / `VSPBFR.save_pretrained`) in the requested dtype, so later runs load it like
 any library folder (meta-device build, tensors read in place). For OSDFace the LoRA is merged into the float32 UNet
 first and the merged UNet is cast afterwards, the order of OSDFace's `infer.py` (`merge_Unet` on the float32 UNet,
-then `.to(weight_dtype)`); the VRE's VQ encoder and codebook stay float32 in the folder (the pipeline casts them
+then `.to(weight_dtype)`), streamed from the UNet's file tensor by tensor (`_merged_unet_state`); the VRE's VQ encoder and codebook stay float32 in the folder (the pipeline casts them
 like any folder's). The folder holds `released.json`: the name, the dtype and each source's registry name, file
 names, sizes and sha256.
 
@@ -113,16 +113,61 @@ def build_released(name: str, weights: Mapping[str, PathLike] | None = None, hom
     return _BUILDERS[_spec(name).name](released_sources(name, weights, home), **options)
 
 
-def _save_osdface(model: Any, folder: Path, dtype: torch.dtype) -> None:
+def _merged_unet_state(gen: Any, unet_file: Path, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+    """The UNet's state with the LoRA merged (peft's own `merge()`, in the UNet's float32) and cast to `dtype`,
+    read from `unet_file` tensor by tensor; None where this path does not apply (no such file: diffusers loaded
+    another format; a DoRA or bias LoRA, whose merge also changes other tensors).
+
+    Why (issue 17): merging the whole float32 UNet in memory and casting it afterwards peaked at 5.8 GiB RSS for SD
+    2.1-base; streamed, each float32 tensor lives only while it is merged and cast (the merged UNet in `dtype`
+    plus one chunk). The arithmetic is the same merge call on the same float32 values, so the result is identical
+    (tests/test_released_models.py compares it bit for bit with the released merge)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from honestface.models.loading import stream_safetensors
+
+    layers = {n: m for n, m in gen.unet.named_modules() if isinstance(m, BaseTunerLayer)}
+    if not unet_file.is_file() or any(any(m.use_dora.values()) or any(getattr(m, "lora_bias", {}).values())
+                                      for m in layers.values()):
+        return None
+    expected = {n.replace(".base_layer.", ".") for n, _ in gen.unet.named_parameters() if ".lora_" not in n}
+    state: dict[str, torch.Tensor] = {}
+    for key, t in stream_safetensors(unet_file):  # views of the mapped file, dropped as we go
+        name, _, leaf = key.rpartition(".")
+        layer = layers.get(name)
+        if layer is not None and leaf == "weight":
+            base = layer.get_base_layer()
+            base.weight = torch.nn.Parameter(t.to(base.weight.dtype, copy=True), requires_grad=False)
+            layer.merge()  # float32, as the released merge_Unet
+            state[key] = base.weight.data.to(dtype)
+            base.weight = torch.nn.Parameter(state[key], requires_grad=False)
+        else:
+            state[key] = t.to(dtype, copy=True) if t.is_floating_point() else t.clone()
+        del t
+    if set(state) != expected or not all(m.merged for m in layers.values()):
+        raise ValueError(f"{unet_file}: its tensors are not those of the UNet that was loaded")
+    return state
+
+
+def _save_osdface(model: Any, folder: Path, dtype: torch.dtype, sources: Mapping[str, Path]) -> None:
+    from honestface.models.loading import load_into, release_free_memory
+
     gen = model.generator
-    gen.merge_lora()  # float32 merge, as the released merge_Unet
+    unet_file = Path(sources["sd21_base"]) / "unet" / "diffusion_pytorch_model.safetensors"
+    state = _merged_unet_state(gen, unet_file, dtype)
+    if state is None:
+        gen.merge_lora()  # float32 merge, as the released merge_Unet
     gen.remove_lora()  # the merged weights stay in the base layers
+    if state is not None:
+        load_into(gen.unet, state, "UNet", unet_file, assign=True)
+        del state
     gen.to(dtype=dtype)
+    release_free_memory()
     model.sources = {}  # every part goes into the folder: no path of this machine is recorded
     model.save_pretrained(folder)
 
 
-def _save_vspbfr(model: Any, folder: Path, dtype: torch.dtype) -> None:
+def _save_vspbfr(model: Any, folder: Path, dtype: torch.dtype, sources: Mapping[str, Path]) -> None:
     model.to(dtype=dtype)
     model.save_pretrained(folder)
 
@@ -158,7 +203,7 @@ def convert_released(name: str, output: PathLike, *, weights: Mapping[str, PathL
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model = _BUILDERS[name](sources, **options)
-        (_save_osdface if name == "osdface" else _save_vspbfr)(model, tmp, dtype)
+        (_save_osdface if name == "osdface" else _save_vspbfr)(model, tmp, dtype, sources)
         del model
         from honestface.io import atomic_write_text
 
