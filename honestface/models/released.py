@@ -13,9 +13,9 @@ Conversion (our choice): the released parts are read once (weights-only) and wri
 folder (`HonestFace.save_pretrained` / `VSPBFR.save_pretrained`) in the requested dtype, so later runs load it like
 any library folder (meta-device build, tensors read in place). For OSDFace the LoRA is merged into the float32 UNet
 first and the merged UNet is cast afterwards, the order of OSDFace's `infer.py` (`merge_Unet` on the float32 UNet,
-then `.to(weight_dtype)`), streamed from the UNet's file tensor by tensor (`_merged_unet_state`); the VRE's VQ encoder and codebook stay float32 in the folder (the pipeline casts them
-like any folder's). The folder holds `released.json`: the name, the dtype and each source's registry name, file
-names, sizes and sha256.
+then `.to(weight_dtype)`), streamed from the UNet's file tensor by tensor (`_merged_unet_state`); the VRE's VQ
+encoder and codebook stay float32 in the folder (the pipeline casts them like any folder's). The folder holds
+`released.json`: the name, the dtype and each source's registry name, file names, sizes and sha256.
 
 Cache: `released_folder(name, dtype=...)` converts on first use into `$HONESTFACE_HOME/converted/<name>-<dtype>-<key>`,
 `key` hashing the resolved source paths, sizes and modification times, so replacing a source file makes a new
