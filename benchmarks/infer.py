@@ -15,7 +15,8 @@ measurement loads it like a user's trained model: `HonestFace.from_pretrained(fo
 read straight into the dtype, built on the meta device) plus one LoRA merge and the channels-last conversion
 (`HonestFacePipeline.enable_channels_last`; `--no-channels-last` to compare) = `load_seconds`, next to
 `files_read_seconds` (reading the same files once). On a CPU the VAE runs one face at a time inside a batch
-(`enable_vae_slicing`, as `scripts/infer.py` does there). The stages are timed by calling the model's parts in the order
+(`enable_vae_slicing`, as `scripts/infer.py` does there) and the heap keeps freed activation buffers
+(`reuse_large_allocations`, as `infer.reuse_cpu_memory` does; `--no-reuse-memory` to compare). The stages are timed by calling the model's parts in the order
 of `HonestFace.forward`: `vae_encode`, `vre`, `ide_refs` (`encode_references`, once per identity, as the pipeline
 caches it), `ide` (the frozen towers on the LQ, the two IDE heads and the fusion), `unet` (one step),
 `vae_decode`, and `paste_back` (honestface.face.paste_back into an 886x1280 photo); `pipeline` is the end-to-end
@@ -134,7 +135,7 @@ def _read_seconds(folder: Path) -> tuple[float, float]:
 
 @torch.no_grad()
 def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, repeats: int, refs: int,
-            output: Path | None = None, channels_last: bool = True) -> dict:
+            output: Path | None = None, channels_last: bool = True, reuse_memory: bool = True) -> dict:
     """Load the saved model in `dtype`, time every stage and the pipeline at `batch`; with `output`, only write the
     pipeline's restoration of the first face there (.npy) for the precision comparison."""
     from honestface.face import paste_back
@@ -151,6 +152,11 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     if device.type == "cpu":  # batching the VAE gains nothing on a CPU; one face at a time keeps batch 1's memory
         pipe.enable_vae_slicing()
     load_s = time.perf_counter() - t0
+    reuse = device.type == "cpu" and reuse_memory  # as scripts/infer.py does (infer.reuse_cpu_memory)
+    if reuse:
+        from honestface.models.loading import reuse_large_allocations
+
+        reuse = reuse_large_allocations()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     size = pipe.resolution  # the model's native face size (never the VAE's sample_size)
@@ -201,7 +207,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     return {"scale": folder.name.split("-")[0], "variant": "honestface" if model.use_ide else "osdface",
             "batch": batch, "resolution": size, "references": refs if model.use_ide else 0, "device": str(device),
             "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
-            "channels_last": channels_last, "vae_slicing": device.type == "cpu", "weights_mb": round(size_mb, 1), "files_read_seconds": round(read_s, 2), "load_seconds": round(load_s, 2),
+            "channels_last": channels_last, "vae_slicing": device.type == "cpu", "reuse_cpu_memory": reuse, "weights_mb": round(size_mb, 1), "files_read_seconds": round(read_s, 2), "load_seconds": round(load_s, 2),
             "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
             "gflop_per_face": {k: round(v / batch / 1e9, 2) for k, v in flops.items()},
             "model_seconds_per_face": round(sum(v for k, v in per_face.items()
@@ -284,7 +290,8 @@ def measure_onnx_vspbfr(scale: str, batch: int, repeats: int, threads: int, cach
     return {"model": "vspbfr", "scale": scale, **_onnx_row(batch, export_s, seconds, out)}
 
 
-def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
+def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int,
+                   reuse_memory: bool = True) -> dict:
     from honestface.face import paste_back
     from honestface.models.vspbfr import build_vspbfr
     from honestface.pipelines import VSPBFRPipeline
@@ -292,6 +299,11 @@ def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dt
     t0 = time.perf_counter()
     model = build_vspbfr(scale).to(device=device, dtype=dtype).eval()
     build = time.perf_counter() - t0
+    reuse = device.type == "cpu" and reuse_memory  # as scripts/infer.py does (infer.reuse_cpu_memory)
+    if reuse:
+        from honestface.models.loading import reuse_large_allocations
+
+        reuse = reuse_large_allocations()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     size = model.size
@@ -318,7 +330,7 @@ def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dt
               for name in ("style_encoder", "stylegan", "code_diffuser", "restoration")}
     result = {"model": "vspbfr", "scale": scale, "batch": batch, "resolution": size,
               "stylegan_size": model.stylegan_size, "params_million": params, "device": str(device),
-              "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+              "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(), "reuse_cpu_memory": reuse,
               "build_seconds": round(build, 2), "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
               "model_seconds_per_face": round(sum(v for k, v in per_face.items() if k != "paste_back"), 5),
               "pipeline_seconds_per_face": round(t / batch, 5)}
@@ -329,7 +341,8 @@ def _child(args: argparse.Namespace, what: str, *extra: str) -> dict | str:
     """Run one measurement in its own process (its own peak memory) -> its JSON, or the error's last line."""
     cmd = [sys.executable, __file__, "--one", what, "--model", args.model, "--device", args.device, "--dtype",
            args.dtype, "--repeats", str(args.repeats), "--refs", str(args.refs), "--threads", str(args.threads),
-           "--cache", str(args.cache), *(["--no-channels-last"] if args.no_channels_last else []), *extra]
+           "--cache", str(args.cache), *(["--no-channels-last"] if args.no_channels_last else []),
+           *(["--no-reuse-memory"] if args.no_reuse_memory else []), *extra]
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if run.returncode != 0:
         return (run.stderr.strip().splitlines() or ["?"])[-1]
@@ -341,7 +354,8 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
         *kind, scale, batch = args.one.split(":")
         if kind == ["onnx"]:
             return measure_onnx_vspbfr(scale, int(batch), args.repeats, args.threads, args.cache)
-        return measure_vspbfr(scale, int(batch), device, _DTYPES[args.dtype], args.repeats)
+        return measure_vspbfr(scale, int(batch), device, _DTYPES[args.dtype], args.repeats,
+                              reuse_memory=not args.no_reuse_memory)
     kind, scale, variant, batch = args.one.split(":")
     if kind == "build":
         return {"folder": str(build_cached(args.cache, scale, variant))}
@@ -353,7 +367,7 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
         return {**result, "scale": scale, "variant": variant}
     output = Path(args.output_npy) if args.output_npy else None
     result = measure(folder, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs, output,
-                     channels_last=not args.no_channels_last)
+                     channels_last=not args.no_channels_last, reuse_memory=not args.no_reuse_memory)
     return result if args.folder is None else {**result, "scale": scale, "variant": variant}
 
 
@@ -393,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refs", type=int, default=4, help="references per identity (K)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads); 0 = torch default")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW convolution weights (to compare)")
+    p.add_argument("--no-reuse-memory", action="store_true", help="CPU: let glibc map and unmap every large "
+                   "activation as it does by default (to compare with infer.reuse_cpu_memory's reuse)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "honestface-bench",
                    help="where the random-weight models are saved once and re-loaded from")
     p.add_argument("--onnx", action="store_true", help="on a CPU: also export each model to ONNX and print "

@@ -156,6 +156,9 @@ class InferConfig:
     compile: bool = False
     channels_last: bool = True  # HonestFace: convolution weights NHWC (faster VAE on CPU and GPU)
     vae_slicing: Literal["auto", "on", "off"] = "auto"  # HonestFace: VAE one face at a time; auto = on a CPU
+    # on a CPU: freed activation buffers stay in the process for the next face instead of being mapped afresh
+    # (glibc; honestface.models.loading.reuse_large_allocations)
+    reuse_cpu_memory: bool = True
     # "auto": references found as honestface.data.references.InferenceFolderDataset says (one folder for all,
     # a folder per input, a JSON / CSV mapping); "pool": `references` is a folder of many people's faces, each
     # input face gets the pool faces of its identity (pipelines.ReferencePool, matched by `ref_threshold`)

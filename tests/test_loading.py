@@ -87,3 +87,33 @@ def test_tiny_model_with_the_bundled_dlib_identity_backbone_round_trips(tmp_path
     lq, refs = torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(model(lq, refs).x_hat, loaded(lq, refs).x_hat, atol=1e-5)
+
+
+def test_reuse_large_allocations_keeps_freed_buffers_for_the_next_one():
+    # In a child process (the setting is process-wide): a freed 64 MiB buffer is page-faulted in anew on every
+    # allocation by default, and reused without faults once the heap keeps it.
+    import subprocess
+    import sys
+
+    code = """
+import ctypes, resource, sys
+from honestface.models.loading import reuse_large_allocations
+if sys.argv[1] == "1" and not reuse_large_allocations():
+    print(-1); raise SystemExit
+libc = ctypes.CDLL("libc.so.6"); libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]
+faults = []
+for _ in range(3):
+    p = libc.malloc(64 << 20); f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ctypes.memset(p, 1, 64 << 20); faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    libc.free(p)
+print(max(faults[1:]))
+"""
+    if not Path("/proc/self/maps").is_file():
+        pytest.skip("glibc's malloc is Linux's")
+    runs = [subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True, check=True)
+            for flag in ("0", "1")]
+    default, reused = (int(r.stdout.split()[-1]) for r in runs)
+    if reused == -1:
+        pytest.skip("not glibc")
+    assert reused * 10 < default  # 16384 pages of 4 KiB by default (fewer with transparent huge pages)
+

@@ -77,6 +77,10 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
     pipe.merge_lora()
     icfg = cfg.infer
     slicing = icfg.vae_slicing == "on" or (icfg.vae_slicing == "auto" and pipe.device.type == "cpu")
+    if icfg.reuse_cpu_memory and pipe.device.type == "cpu":  # after loading: loading's buffers went back
+        from honestface.models.loading import reuse_large_allocations
+
+        reuse_large_allocations()
     return pipe.optimize(channels_last=icfg.channels_last, vae_slicing=slicing, compile=icfg.compile)
 
 
