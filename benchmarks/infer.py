@@ -51,7 +51,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from infer_targets import add_roofline, check_targets
-from roofline import count_flops, machine_throughput
+from roofline import ConvBeside, count_flops, machine_throughput
 from roofline import timed as _timed
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -177,8 +179,15 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
 
     lq, ref = tensor(faces), tensor(ref_faces).unsqueeze(0)  # (B, 3, S, S), (1, K, 3, S, S): one identity
     times: dict[str, float] = {}
-    times["vae_encode"], z = _timed(lambda: model.generator.encode(lq), device, repeats)
-    times["vre"], p_L = _timed(lambda: model.vre(lq), device, repeats)
+    conv = ConvBeside(device, dtype)
+    beside: dict[str, float] = {}  # conv3x3 GFLOP/s measured right before each stage's runs
+
+    def stage(name: str, fn: Callable[[], Any]) -> Any:
+        times[name], out, beside[name] = conv.timed(fn, repeats)
+        return out
+
+    z = stage("vae_encode", lambda: model.generator.encode(lq))
+    p_L = stage("vre", lambda: model.vre(lq))
     p = p_L
     if model.use_ide:
         times["ide_refs"], feats = _timed(lambda: model.encode_references(ref), device, repeats)
@@ -190,9 +199,9 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
                 return model.fusion(p_L, p_F, p_I, torch.zeros(batch, dtype=torch.bool, device=device))
             return model.fusion(p_L, p_F, p_I)
 
-        times["ide"], p = _timed(ide, device, repeats)
-    times["unet"], (_, z_hat) = _timed(lambda: model.generator.denoise(z, p), device, repeats)
-    times["vae_decode"], x_hat = _timed(lambda: model.generator.decode(z_hat), device, repeats)
+        p = stage("ide", ide)
+    _, z_hat = stage("unet", lambda: model.generator.denoise(z, p))
+    x_hat = stage("vae_decode", lambda: model.generator.decode(z_hat))
     flops = {"vae_encode": count_flops(lambda: model.generator.encode(lq)), "vre": count_flops(lambda: model.vre(lq)),
              "unet": count_flops(lambda: model.generator.denoise(z, p)),
              "vae_decode": count_flops(lambda: model.generator.decode(z_hat))}
@@ -203,7 +212,8 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     mats = np.stack([np.array([[0.5, 0.0, -40.0 * i], [0.0, 0.5, -30.0]]) for i in range(batch)])
     times["paste_back"], _ = _timed(lambda: paste_back(photo, list(crops), mats), device, repeats)
     per_face = {k: v if k == "ide_refs" else v / batch for k, v in times.items()}
-    pipe_s, _ = _timed(lambda: pipe(faces, references=references, mode="aligned", batch_size=batch), device, repeats)
+    pipe_s, _, beside["pipeline"] = conv.timed(
+        lambda: pipe(faces, references=references, mode="aligned", batch_size=batch), repeats)
     return {"scale": folder.name.split("-")[0], "variant": "honestface" if model.use_ide else "osdface",
             "batch": batch, "resolution": size, "references": refs if model.use_ide else 0, "device": str(device),
             "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
@@ -212,8 +222,8 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             "gflop_per_face": {k: round(v / batch / 1e9, 2) for k, v in flops.items()},
             "model_seconds_per_face": round(sum(v for k, v in per_face.items()
                                                 if k not in ("ide_refs", "paste_back")), 5),
-            "pipeline_seconds_per_face": round(pipe_s / batch, 5), "faces_per_second": round(batch / pipe_s, 4)
-            } | _peak_memory(device)
+            "pipeline_seconds_per_face": round(pipe_s / batch, 5), "faces_per_second": round(batch / pipe_s, 4),
+            "conv3x3_gflops_beside": {k: round(v, 1) for k, v in beside.items()}} | _peak_memory(device)
 
 
 @torch.no_grad()

@@ -2,10 +2,11 @@
 `benchmarks/infer.py`.
 
 Roofline (our choice): a stage's achieved GFLOP/s is its counted FLOPs (torch's FlopCounterMode) over its median
-time; its `fraction` is that over the machine's measured 3x3-convolution GFLOP/s in the same run
-(`benchmarks/roofline.py`). The face's roofline time is the counted FLOPs of the four networks (VAE encoder, VRE,
-UNet, VAE decoder; plus the IDE for full HonestFace) at that convolution throughput; `roofline_ratio` is the
-pipeline's measured seconds per face over it. `overhead_seconds_per_face` is the pipeline's time outside the four
+time; its `fraction` is that over the machine's 3x3-convolution GFLOP/s measured right before each of the stage's
+timed runs (`conv3x3_gflops_beside`, `benchmarks/roofline.py` ConvBeside; results without it use the run's
+`measured_gflops`). The face's roofline time is the counted FLOPs of the four networks (VAE encoder, VRE, UNet,
+VAE decoder; plus the IDE for full HonestFace) at the convolution throughput measured beside the pipeline's runs;
+`roofline_ratio` is the pipeline's measured seconds per face over it. `overhead_seconds_per_face` is the pipeline's time outside the four
 networks (image conversion, resize, token handling, output conversion).
 
 Goals (issue 17, CPU, SD 2.1 size): every network stage at >= 85% of the convolution throughput; the VRE and the
@@ -27,12 +28,14 @@ def add_roofline(result: dict, machine: dict) -> None:
     `overhead_seconds_per_face` to one HonestFace result of benchmarks/infer.py (in place)."""
     if "gflop_per_face" not in result:
         return
-    conv = machine["conv3x3_gflops"]
+    beside = result.get("conv3x3_gflops_beside", {})
     secs, gflop = result["seconds_per_face"], result["gflop_per_face"]
     achieved = {k: round(gflop[k] / secs[k], 1) for k in gflop if secs.get(k)}
     result["achieved_gflops"] = achieved
-    result["fraction_of_conv"] = {k: round(v / conv, 3) for k, v in achieved.items()}
-    roofline = sum(gflop.values()) / conv
+    result["fraction_of_conv"] = {k: round(v / beside.get(k, machine["conv3x3_gflops"]), 3)
+                                  for k, v in achieved.items()}
+    # the face's roofline time at the yardstick measured beside the pipeline's runs
+    roofline = sum(gflop.values()) / beside.get("pipeline", machine["conv3x3_gflops"])
     result["roofline_seconds_per_face"] = round(roofline, 4)
     result["roofline_ratio"] = round(result["pipeline_seconds_per_face"] / roofline, 3)
     inside = sum(secs[k] for k in NETWORKS if k in secs)

@@ -8,7 +8,8 @@ as a fraction of what this machine does in the same run on the two operations th
 - `conv3x3`: a 3x3 convolution, 320 -> 320 channels on a 64x64 map, channels-last (the UNet's first level at a
   512 px face; the VAE's convolutions are of the same kind), 2 * 64 * 64 * 320 * 320 * 9 FLOPs per call;
 - `matmul`: a 4096 x 4096 by 4096 x 4096 product, 2 * 4096^3 FLOPs.
-Each runs once to warm up, then `repeats` times; the median time gives GFLOP/s. FLOPs of a stage are counted by
+Each runs once to warm up, then `repeats` times; the median time gives GFLOP/s. `ConvBeside` times the same
+convolution right before each timed run of a stage, the yardstick benchmarks/infer.py divides each stage by. FLOPs of a stage are counted by
 torch's own `torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls, attention; elementwise work counts
 zero), so a fraction below 1 also absorbs the normalisation, activation and memory traffic the counter ignores.
 """
@@ -43,6 +44,36 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), result
+
+
+class ConvBeside:
+    """The `conv3x3` yardstick (see the module docstring) timed just before each timed run of a stage, so that a
+    stage's fraction compares two measurements seconds apart: on a shared CPU whose speed drifts within a run
+    (measured 2026-12-07: 690-845 GFLOP/s between runs of the same day), a yardstick taken once at the start moved
+    the stage fractions by up to 0.25."""
+
+    FLOPS = 2 * 64 * 64 * 320 * 320 * 9
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(1, 320, 64, 64, generator=g).to(device, dtype).to(memory_format=torch.channels_last)
+        self.conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last)
+        self.device = device
+
+    @torch.no_grad()
+    def timed(self, fn: Callable[[], object], repeats: int) -> tuple[float, object, float]:
+        """(median seconds of `fn` over `repeats` runs after one warm-up, its last result, the median conv3x3
+        GFLOP/s measured right before each of those runs, each the median of 5 calls)."""
+        result, times, gflops = fn(), [], []
+        for _ in range(repeats):
+            conv_s = timed(lambda: self.conv(self.x), self.device, 5)[0]  # one call alone: outliers of +-70%
+            gflops.append(self.FLOPS / conv_s / 1e9)
+            _sync(self.device)
+            t0 = time.perf_counter()
+            result = fn()
+            _sync(self.device)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), result, statistics.median(gflops)
 
 
 @torch.no_grad()

@@ -262,6 +262,12 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
     assert osd["roofline_seconds_per_face"] == pytest.approx(9.0)
     assert osd["roofline_ratio"] == pytest.approx(10.0 / 9.0, abs=1e-3)
     assert osd["overhead_seconds_per_face"] == pytest.approx(0.5)
+    # with the yardstick measured beside each stage (ConvBeside), each stage and the face use their own
+    beside = {**results[0], "conv3x3_gflops_beside": {"vae_encode": 800.0, "vre": 400.0, "unet": 300.0,
+                                                      "vae_decode": 400.0, "pipeline": 450.0}}
+    targets.add_roofline(beside, {"conv3x3_gflops": 400.0})
+    assert beside["fraction_of_conv"] == {"vae_encode": 0.5, "vre": 1.0, "unet": 1.0, "vae_decode": 1.0}
+    assert beside["roofline_seconds_per_face"] == pytest.approx(3600 / 450)
     rows = {r["goal"]: r for r in targets.check_targets(results, [{"scale": "sd21", "variant": "osdface",
                                                                    "dtype": "bf16", "psnr_vs_fp32_db": 36.9}],
                                                         {"peak_memory_mb": 6000.0})}

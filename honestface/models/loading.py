@@ -127,8 +127,8 @@ def reuse_large_allocations(max_bytes: int = 1 << 30) -> bool:
 
     Why (issue 17, measured 2026-12-07 on the 2-core Xeon VM, SD 2.1-size OSDFace in bf16 at 512 px): glibc maps
     every allocation of 32 MiB or more on its own and unmaps it when freed, so each such activation (a 64 x 512 x
-    512 bf16 map is 32 MiB) is page-faulted in anew; the VAE decoder took 2.0-2.2 s with this set against 2.7-4.4 s
-    without, the VRE and the VAE encoder gained less, and the peak RSS rose by 0.1-0.35 GiB (freed buffers stay
+    512 bf16 map is 32 MiB) is page-faulted in anew. Set after loading, in four paired runs the VAE decoder took
+    0.53-0.74x the time and the VRE and VAE encoder gained too, for 0.07-0.33 GiB more peak RSS (freed buffers stay
     with the process). Call it after loading the weights (loading's own buffers are still given back)."""
     import ctypes
     import ctypes.util
