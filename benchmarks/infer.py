@@ -146,7 +146,8 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
 
     read_s, size_mb = _read_seconds(folder)
     t0 = time.perf_counter()
-    model = HonestFace.from_pretrained(folder, with_discriminator=False, dtype=dtype).to(device)
+    model = HonestFace.from_pretrained(folder, with_discriminator=False, dtype=dtype,
+                                       channels_last=channels_last).to(device)  # as scripts/infer.py loads
     pipe = HonestFacePipeline(model)
     pipe.merge_lora()
     if channels_last:

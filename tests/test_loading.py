@@ -22,6 +22,11 @@ def test_read_safetensors_chunks_and_casts(tmp_path):
     assert tiny_chunks["w3"].dtype == torch.bfloat16 and torch.equal(tiny_chunks["w3"], state["w3"].bfloat16())
     assert tiny_chunks["idx"].dtype == torch.int64  # integer tensors keep their dtype
     assert list(read_safetensors(path, prefix="w1")) == ["w1"]
+    save_file({"conv": torch.randn(8, 4, 3, 3), "lin": torch.randn(8, 4)}, str(tmp_path / "c.safetensors"))
+    for dtype in (None, torch.bfloat16):  # with and without a cast: one copy, already channels-last
+        cl = read_safetensors(tmp_path / "c.safetensors", dtype, channels_last=True)
+        assert cl["conv"].is_contiguous(memory_format=torch.channels_last) and not cl["conv"].is_contiguous()
+        assert cl["lin"].is_contiguous()
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         read_safetensors(tmp_path / "nope.safetensors")
 

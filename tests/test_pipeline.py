@@ -238,10 +238,12 @@ def test_channels_last_and_vae_slicing_keep_the_output(model_dir, pipe, t1_faces
     """The CPU speed/memory switches of scripts/infer.py change the layout and batching, not the restoration."""
     inputs = [cv2.resize(f.crop, (64, 64), interpolation=cv2.INTER_AREA) for f in t1_faces[:3]]
     ref_out = pipe(inputs, batch_size=3).images
-    fast = HonestFacePipeline.from_pretrained(model_dir, detector=None, identity=pipe.identity_encoder)
-    fast.enable_channels_last().enable_vae_slicing()
-    conv = fast.model.vae.decoder.conv_in.weight
-    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    # channels_last=True reads the folder's convolution weights straight into that layout (infer.channels_last)
+    fast = HonestFacePipeline.from_pretrained(model_dir, detector=None, identity=pipe.identity_encoder,
+                                              channels_last=True)
+    fast.enable_vae_slicing()
+    for conv in (fast.model.vae.decoder.conv_in.weight, fast.model.generator.unet.conv_in.weight):
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert fast.model.vae.use_slicing
     for a, b in zip(fast(inputs, batch_size=3).images, ref_out):
         assert np.abs(a.astype(float) - b).max() <= 1.0  # float rounding of the other kernels only

@@ -73,7 +73,8 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
     # detector and identity encoder by name: each is built when first used (aligned faces need no detector)
     pipe = cls.from_pretrained(cfg.model.pretrained, weights=_weights(cfg) or None, detector=cfg.face.detector,
                                identity=cfg.face.identity, device=device,
-                               dtype=getattr(torch, _DTYPES[cfg.infer.precision]), resolution=cfg.infer.resolution)
+                               dtype=getattr(torch, _DTYPES[cfg.infer.precision]), resolution=cfg.infer.resolution,
+                               channels_last=cfg.infer.channels_last)  # read straight into that layout
     pipe.merge_lora()
     icfg = cfg.infer
     slicing = icfg.vae_slicing == "on" or (icfg.vae_slicing == "auto" and pipe.device.type == "cpu")

@@ -409,7 +409,8 @@ class HonestFace(PushToHubMixin, nn.Module):
                         with_discriminator: bool | None = None, dtype: torch.dtype | None = None, *,
                         verify_sources: bool = True, revision: str | None = None,
                         cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-                        local_files_only: bool = False, **frozen_paths: str | os.PathLike) -> HonestFace:
+                        local_files_only: bool = False, channels_last: bool = False,
+                        **frozen_paths: str | os.PathLike) -> HonestFace:
         """Load a folder written by `save_pretrained` (or a Hub id `org/name`, see `honestface.hub`). Frozen parts
         the folder does not hold are found through the weights registry by their recorded name ($HONESTFACE_HOME);
         give the path of any with its registry name, e.g. `from_pretrained(d, sd21_base="/data/sd21")`, or a
@@ -418,6 +419,8 @@ class HonestFace(PushToHubMixin, nn.Module):
         (`honestface.models.folder_sources`).
         `with_discriminator=False` skips the discriminator (inference). `dtype` (e.g. torch.bfloat16): the
         weights are cast while they are read, so the model never exists in float32 (half the peak memory).
+        `channels_last=True`: the convolution weights the folder holds are read straight into channels-last layout
+        (parts found elsewhere keep theirs; `model.to(memory_format=torch.channels_last)` converts those).
         `folder` may also be a released model name ("osdface"): its files are found through the weights
         registry and converted once into a cached folder in `dtype` (`honestface.models.released`), or a Hugging
         Face Hub id "org/name" at `revision` (branch, tag or commit), fetched into the Hub cache (`cache_dir`,
@@ -432,7 +435,7 @@ class HonestFace(PushToHubMixin, nn.Module):
         folder = Path(resolve_pretrained(folder, "honestface", paths, dtype))
         parts = folder_format.load_honestface_parts(folder, paths, with_discriminator,
                                                     strict_names=set(frozen_paths), dtype=dtype,
-                                                    verify_sources=verify_sources)
+                                                    verify_sources=verify_sources, channels_last=channels_last)
         model = cls(**parts)
         check_materialised(model, str(folder))
         if dtype is not None:

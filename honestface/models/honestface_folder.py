@@ -79,13 +79,14 @@ def _take(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor
 
 def load_honestface_parts(folder: Path, weights: dict[str, Any], with_discriminator: bool | None = None,
                           strict_names: set[str] | None = None, dtype: torch.dtype | None = None,
-                          verify_sources: bool = True) -> dict[str, Any]:
+                          verify_sources: bool = True, channels_last: bool = False) -> dict[str, Any]:
     """The parts of a saved HonestFace folder as `HonestFace(**parts)` keyword arguments (the body of
     `HonestFace.from_pretrained`). Parts whose weights are all in the folder are built on the meta device and adopt
     the tensors read from it, cast to `dtype` while reading (`honestface.models.loading`): no random
     initialisation and no second copy of the UNet at the peak. Frozen parts it does not hold are found through
     the registry (`weights`, then $HONESTFACE_HOME) and, with `verify_sources`, checked against their recorded
-    content hashes (`honestface.models.folder_sources`)."""
+    content hashes (`honestface.models.folder_sources`). `channels_last`: the folder's convolution weights are
+    read straight into channels-last layout (`read_safetensors`)."""
     cfg = read_folder_config(folder, CONFIG_FILE, "honestface", "HonestFace")
     sources = cfg.get("sources", {})
     used = {s["weights"] for s in sources.values()}
@@ -98,8 +99,9 @@ def load_honestface_parts(folder: Path, weights: dict[str, Any], with_discrimina
     def path_of(part: str) -> str:
         return str(found[part])
 
-    frozen = read_safetensors(folder / FROZEN_FILE, dtype) if (folder / FROZEN_FILE).is_file() else {}
-    modules = read_safetensors(folder / MODULES_FILE, dtype)
+    frozen = read_safetensors(folder / FROZEN_FILE, dtype, channels_last=channels_last) \
+        if (folder / FROZEN_FILE).is_file() else {}
+    modules = read_safetensors(folder / MODULES_FILE, dtype, channels_last=channels_last)
     options = {k: v for k, v in cfg["generator"].items() if not k.startswith("lora_")}
     if "generator" in sources:
         gen = OneStepGenerator.from_sd(path_of("generator"), weights_name=sources["generator"]["weights"],

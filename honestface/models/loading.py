@@ -73,16 +73,18 @@ def stream_safetensors(path: str | os.PathLike, prefix: str = "", chunk_bytes: i
 
 
 def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None, prefix: str = "",
-                     chunk_bytes: int = 16 << 20) -> dict[str, torch.Tensor]:
+                     chunk_bytes: int = 16 << 20, channels_last: bool = False) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file whose name starts with `prefix` (kept in the key), floating ones cast to
     `dtype` (None: as stored), each in its own memory; the file is re-opened every `chunk_bytes` read (see the
-    module docstring)."""
+    module docstring). `channels_last`: 4-D floating tensors (convolution weights) come out channels-last, in the
+    same copy (`module.to(memory_format=torch.channels_last)` afterwards would copy them again)."""
     out: dict[str, torch.Tensor] = {}
     for key, t in stream_safetensors(path, prefix, chunk_bytes):
+        fmt = torch.channels_last if channels_last and t.ndim == 4 and t.is_floating_point() else torch.contiguous_format
         if dtype is not None and t.dtype in FLOAT_DTYPES and t.dtype != dtype:
-            out[key] = t.to(dtype)
+            out[key] = t.to(dtype, memory_format=fmt)
         else:  # a view of the mapped file: copy it, or the mapping stays resident (see the docstring)
-            out[key] = t.clone()
+            out[key] = t.clone(memory_format=fmt)
     return out
 
 

@@ -74,12 +74,14 @@ class HonestFacePipeline(FaceRestorationPipeline):
                         identity: Any = "dlib", *, landmarker: Any = None, device: Any = None,
                         dtype: torch.dtype | None = None, detector_threshold: float = 0.9, revision: str | None = None,
                         cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-                        local_files_only: bool = False, **kw: Any) -> HonestFacePipeline:
+                        local_files_only: bool = False, channels_last: bool = False, **kw: Any
+                        ) -> HonestFacePipeline:
         """Load a `HonestFace.save_pretrained` folder (or the released model name "osdface", or a Hugging Face Hub
         id "org/name" at `revision`: `HonestFace.from_pretrained`) plus a face detector ("mtcnn", "dlib",
         "retinaface", "scrfd", an object, or None), an optional landmarker and an identity encoder ("dlib",
         "arcface_onnx", "iresnet", an object, or None). `weights`: registry name -> path for the frozen parts and
-        face models."""
+        face models. `channels_last=True`: what `enable_channels_last()` does, with the folder's convolution
+        weights read straight into that layout (one copy fewer while loading)."""
         from honestface.models import HonestFace
 
         if dtype is not None and dtype not in DTYPES:
@@ -87,10 +89,10 @@ class HonestFacePipeline(FaceRestorationPipeline):
         model = HonestFace.from_pretrained(model_dir, weights=dict(weights or {}), with_discriminator=False,
                                            dtype=dtype,  # read straight into `dtype`: no float32 copy
                                            revision=revision, cache_dir=cache_dir, token=token,
-                                           local_files_only=local_files_only)
+                                           local_files_only=local_files_only, channels_last=channels_last)
         landmarker = build_face_models(None, landmarker, None, device)[1]
-        return cls(model, detector, landmarker, identity, detector_threshold=detector_threshold,
-                   **kw).to(device, dtype)
+        pipe = cls(model, detector, landmarker, identity, detector_threshold=detector_threshold, **kw).to(device, dtype)
+        return pipe.enable_channels_last() if channels_last else pipe
 
     @property
     def identity_encoder(self) -> Any:

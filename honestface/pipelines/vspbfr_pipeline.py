@@ -62,12 +62,13 @@ class VSPBFRPipeline(FaceRestorationPipeline):
                         identity: Any = None, *, landmarker: Any = None, device: Any = None,
                         dtype: torch.dtype | None = None, detector_threshold: float = 0.9, revision: str | None = None,
                         cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-                        local_files_only: bool = False, **kw: Any) -> VSPBFRPipeline:
+                        local_files_only: bool = False, channels_last: bool = False, **kw: Any) -> VSPBFRPipeline:
         """Load a `VSPBFR.save_pretrained` folder (or the released model name "vspbfr", or a Hugging Face Hub id
         "org/name" at `revision`: `VSPBFR.from_pretrained`) plus a face detector
         ("mtcnn", "dlib", "retinaface", "scrfd", an object, or None; built when first used) and an optional
-        landmarker. `weights` (registry name -> path, for the face models) and `identity` are accepted for
-        interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder."""
+        landmarker. `weights` (registry name -> path, for the face models), `identity` and `channels_last` are
+        accepted for interchangeability with HonestFacePipeline; VSPBFR needs no identity encoder and keeps its
+        weights' layout (see `optimize`)."""
         from honestface.models.vspbfr.vspbfr import VSPBFR
 
         model = VSPBFR.from_pretrained(model_dir, with_discriminator=False, dtype=dtype, weights=weights,
