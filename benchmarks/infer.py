@@ -11,13 +11,13 @@
 HonestFace method (our choice). Two variants: `osdface` (the OSDFace-compatible model: VRE + one-step UNet + VAE,
 no IDE, `use_ide=False`) and `honestface` (full, with the IDE and K references). Each is built once with random
 weights (`HonestFace.from_preset(scale, pretrained=False)`) and saved to `--cache` (a temporary folder), then every
-measurement loads it like a user's trained model: `HonestFace.from_pretrained(folder, dtype=dtype)` (weights
-read straight into the dtype, built on the meta device) plus one LoRA merge and the channels-last conversion
-(`HonestFacePipeline.enable_channels_last`; `--no-channels-last` to compare) = `load_seconds`, next to
+measurement loads it like a user's trained model: `HonestFace.from_pretrained(folder, dtype=dtype,
+channels_last=True)` (weights read straight into the dtype and, for convolutions, into channels-last layout, built
+on the meta device; `--no-channels-last` to compare) plus one LoRA merge = `load_seconds`, next to
 `files_read_seconds` (reading the same files once). On a CPU the VAE runs one face at a time inside a batch
 (`enable_vae_slicing`, as `scripts/infer.py` does there) and the heap keeps freed activation buffers
-(`reuse_large_allocations`, as `infer.reuse_cpu_memory` does; `--no-reuse-memory` to compare). The stages are timed by calling the model's parts in the order
-of `HonestFace.forward`: `vae_encode`, `vre`, `ide_refs` (`encode_references`, once per identity, as the pipeline
+(`reuse_large_allocations`, as `infer.reuse_cpu_memory` does; `--no-reuse-memory` to compare). The stages are timed
+by calling the model's parts in the order of `HonestFace.forward`: `vae_encode`, `vre`, `ide_refs` (`encode_references`, once per identity, as the pipeline
 caches it), `ide` (the frozen towers on the LQ, the two IDE heads and the fusion), `unet` (one step),
 `vae_decode`, and `paste_back` (honestface.face.paste_back into an 886x1280 photo); `pipeline` is the end-to-end
 per-face time of `HonestFacePipeline` in aligned mode (image conversion, the stages, output conversion; references
