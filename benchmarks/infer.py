@@ -17,16 +17,18 @@ on the meta device; `--no-channels-last` to compare) plus one LoRA merge = `load
 `files_read_seconds` (reading the same files once). On a CPU the VAE runs one face at a time inside a batch
 (`enable_vae_slicing`, as `scripts/infer.py` does there) and the heap keeps freed activation buffers
 (`reuse_large_allocations`, as `infer.reuse_cpu_memory` does; `--no-reuse-memory` to compare). The stages are timed
-by calling the model's parts in the order of `HonestFace.forward`: `vae_encode`, `vre`, `ide_refs` (`encode_references`, once per identity, as the pipeline
-caches it), `ide` (the frozen towers on the LQ, the two IDE heads and the fusion), `unet` (one step),
-`vae_decode`, and `paste_back` (honestface.face.paste_back into an 886x1280 photo); `pipeline` is the end-to-end
-per-face time of `HonestFacePipeline` in aligned mode (image conversion, the stages, output conversion; references
-cached after the warm-up). Inputs are real: jittered 512 px views of the bundled aligned Tom Hanks face (112 px, so
-really low quality), the references other views of it. Each stage runs once to warm up, then `--repeats` times; the
-median is reported as seconds per face (`ide_refs`: per reference set). CUDA stages are timed with synchronisation.
-Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss, loading included)
-on CPU, `torch.cuda.max_memory_allocated` on a GPU. `precision`: PSNR between the pipeline's restoration of the
-same face by the model loaded in `--dtype` and in float32.
+by calling the model's parts in the order of `HonestFace.forward`: `vae_encode`, `vre`, `ide_refs`
+(`encode_references`, once per identity, as the pipeline caches it), `ide` (the frozen towers on the LQ, the two IDE
+heads and the fusion), `unet` (one step), `vae_decode`, and `paste_back` (honestface.face.paste_back into an
+886x1280 photo); `pipeline` is the end-to-end per-face time of `HonestFacePipeline` in aligned mode (image
+conversion, the stages, output conversion; references cached after the warm-up). Inputs are real: jittered 512 px
+views of the bundled aligned Tom Hanks face (112 px, so really low quality), the references other views of it. Each
+stage runs once to warm up, then `--repeats` times; the median is reported as seconds per face (`ide_refs`: per
+reference set); each timed run of a network stage and of the pipeline is preceded by the conv3x3 yardstick
+(`roofline.ConvBeside`, `conv3x3_gflops_beside`) the stage is divided by. CUDA stages are timed with synchronisation. Each measurement runs in its own subprocess so that peak
+memory is its own: peak RSS (ru_maxrss, loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU.
+`precision`: PSNR between the pipeline's restoration of the same face by the model loaded in `--dtype` and in
+float32.
 
 ONNX (`--onnx`, HonestFace from the library's folders): each cached model is exported once (`honestface-export`)
 and its own subprocess times `OnnxPipeline` (onnxruntime, CPU provider, `--threads` intra-op threads) and the torch
@@ -218,7 +220,8 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     return {"scale": folder.name.split("-")[0], "variant": "honestface" if model.use_ide else "osdface",
             "batch": batch, "resolution": size, "references": refs if model.use_ide else 0, "device": str(device),
             "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
-            "channels_last": channels_last, "vae_slicing": device.type == "cpu", "reuse_cpu_memory": reuse, "weights_mb": round(size_mb, 1), "files_read_seconds": round(read_s, 2), "load_seconds": round(load_s, 2),
+            "channels_last": channels_last, "vae_slicing": device.type == "cpu", "reuse_cpu_memory": reuse,
+            "weights_mb": round(size_mb, 1), "files_read_seconds": round(read_s, 2), "load_seconds": round(load_s, 2),
             "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
             "gflop_per_face": {k: round(v / batch / 1e9, 2) for k, v in flops.items()},
             "model_seconds_per_face": round(sum(v for k, v in per_face.items()
