@@ -25,10 +25,10 @@ conversion, the stages, output conversion; references cached after the warm-up).
 views of the bundled aligned Tom Hanks face (112 px, so really low quality), the references other views of it. Each
 stage runs once to warm up, then `--repeats` times; the median is reported as seconds per face (`ide_refs`: per
 reference set); each timed run of a network stage and of the pipeline is preceded by the conv3x3 yardstick
-(`roofline.ConvBeside`, `conv3x3_gflops_beside`) the stage is divided by. CUDA stages are timed with synchronisation. Each measurement runs in its own subprocess so that peak
-memory is its own: peak RSS (ru_maxrss, loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU.
-`precision`: PSNR between the pipeline's restoration of the same face by the model loaded in `--dtype` and in
-float32.
+(`roofline.ConvBeside`, `conv3x3_gflops_beside`) the stage is divided by. CUDA stages are timed with
+synchronisation. Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss,
+loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. `precision`: PSNR between the pipeline's
+restoration of the same face by the model loaded in `--dtype` and in float32.
 
 ONNX (`--onnx`, HonestFace from the library's folders): each cached model is exported once (`honestface-export`)
 and its own subprocess times `OnnxPipeline` (onnxruntime, CPU provider, `--threads` intra-op threads) and the torch
