@@ -28,7 +28,9 @@ reference set); each timed run of a network stage and of the pipeline is precede
 (`roofline.ConvBeside`, `conv3x3_gflops_beside`) the stage is divided by. CUDA stages are timed with
 synchronisation. Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss,
 loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. `precision`: PSNR between the pipeline's
-restoration of the same face by the model loaded in `--dtype` and in float32.
+restoration of the same face by the model loaded in `--dtype` and in float32. `variant_comparison` (library
+folders, both variants): one more process loads both and times their pipelines in alternation at batch 1
+(`infer_compare.alternate`): the full/OSDFace ratio the goal check uses.
 
 ONNX (`--onnx`, HonestFace from the library's folders): each cached model is exported once (`honestface-export`)
 and its own subprocess times `OnnxPipeline` (onnxruntime, CPU provider, `--threads` intra-op threads) and the torch
@@ -137,25 +139,34 @@ def _read_seconds(folder: Path) -> tuple[float, float]:
     return time.perf_counter() - t0, total / 2**20
 
 
+def load_pipeline(folder: Path, device: torch.device, dtype: torch.dtype, channels_last: bool = True) -> Any:
+    """The saved model as scripts/infer.py loads it: read in `dtype` (convolutions channels-last), LoRA merged,
+    the VAE one face at a time on a CPU (batching it gains nothing there; batch 1's memory)."""
+    from honestface.models import HonestFace
+    from honestface.pipelines import HonestFacePipeline
+
+    model = HonestFace.from_pretrained(folder, with_discriminator=False, dtype=dtype,
+                                       channels_last=channels_last).to(device)
+    pipe = HonestFacePipeline(model)
+    pipe.merge_lora()
+    if channels_last:
+        pipe.enable_channels_last()
+    if device.type == "cpu":
+        pipe.enable_vae_slicing()
+    return pipe
+
+
 @torch.no_grad()
 def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, repeats: int, refs: int,
             output: Path | None = None, channels_last: bool = True, reuse_memory: bool = True) -> dict:
     """Load the saved model in `dtype`, time every stage and the pipeline at `batch`; with `output`, only write the
     pipeline's restoration of the first face there (.npy) for the precision comparison."""
     from honestface.face import paste_back
-    from honestface.models import HonestFace
-    from honestface.pipelines import HonestFacePipeline
 
     read_s, size_mb = _read_seconds(folder)
     t0 = time.perf_counter()
-    model = HonestFace.from_pretrained(folder, with_discriminator=False, dtype=dtype,
-                                       channels_last=channels_last).to(device)  # as scripts/infer.py loads
-    pipe = HonestFacePipeline(model)
-    pipe.merge_lora()
-    if channels_last:
-        pipe.enable_channels_last()
-    if device.type == "cpu":  # batching the VAE gains nothing on a CPU; one face at a time keeps batch 1's memory
-        pipe.enable_vae_slicing()
+    pipe = load_pipeline(folder, device, dtype, channels_last)
+    model = pipe.model
     load_s = time.perf_counter() - t0
     reuse = device.type == "cpu" and reuse_memory  # as scripts/infer.py does (infer.reuse_cpu_memory)
     if reuse:
@@ -371,6 +382,10 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
         return measure_vspbfr(scale, int(batch), device, _DTYPES[args.dtype], args.repeats,
                               reuse_memory=not args.no_reuse_memory)
     kind, scale, variant, batch = args.one.split(":")
+    if kind == "compare":  # both variants in this one process, their pipelines timed in alternation
+        folders = {v: _cache_folder(args.cache, scale, v) for v in ("osdface", "honestface")}
+        return compare_variants(folders, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs,
+                                not args.no_channels_last, not args.no_reuse_memory)
     if kind == "build":
         return {"folder": str(build_cached(args.cache, scale, variant))}
     if kind == "files":  # OSDFace's released formats, then one conversion (timed, its own peak memory)
@@ -383,6 +398,27 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
     result = measure(folder, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs, output,
                      channels_last=not args.no_channels_last, reuse_memory=not args.no_reuse_memory)
     return result if args.folder is None else {**result, "scale": scale, "variant": variant}
+
+
+@torch.no_grad()
+def compare_variants(folders: dict[str, Path], batch: int, device: torch.device, dtype: torch.dtype, repeats: int,
+                     refs: int, channels_last: bool, reuse_memory: bool) -> dict:
+    """Full HonestFace (K references, cached) against the OSDFace-compatible model on the same faces, both loaded
+    here and their pipelines timed in alternation (`infer_compare.alternate`)."""
+    from infer_compare import alternate
+
+    from honestface.pipelines import ReferencePool
+
+    pipes = {v: load_pipeline(f, device, dtype, channels_last) for v, f in folders.items()}
+    if device.type == "cpu" and reuse_memory:
+        from honestface.models.loading import reuse_large_allocations
+
+        reuse_large_allocations()
+    faces, ref_faces = _faces(pipes["osdface"].resolution, batch, refs)
+    pool = ReferencePool(ref_faces)
+    calls = {"osdface": lambda: pipes["osdface"](faces, mode="aligned", batch_size=batch),
+             "honestface": lambda: pipes["honestface"](faces, references=pool, mode="aligned", batch_size=batch)}
+    return {"batch": batch, "references": refs, **alternate(calls, repeats, device, per=batch)}
 
 
 def convert_osdface_files(home: Path, dtype: torch.dtype) -> dict:
@@ -440,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(_one(args, device)))
         return 0
-    results, skipped, precision, onnx_rows = [], [], [], []
+    results, skipped, precision, onnx_rows, comparisons = [], [], [], [], []
 
     def record(out: dict | str, what: str) -> bool:
         if isinstance(out, str):
@@ -505,16 +541,23 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     precision.append({"scale": scale, "variant": variant, "dtype": args.dtype, "psnr_vs_fp32_db":
                                       round(_psnr(np.load(npy[args.dtype]), np.load(npy["fp32"])), 2)})
+        measured = {(r["scale"], r["variant"]) for r in results}
+        if args.source == "library" and {(scale, "osdface"), (scale, "honestface")} <= measured:
+            row = _child(args, f"compare:{scale}:both:1")  # the two variants in one process, alternating
+            if isinstance(row, str):
+                skipped.append(f"{scale} variant comparison failed: {row}")
+            else:
+                comparisons.append({"scale": scale, **row})
     for r in results:
         add_roofline(r, roofline)
     report = {"machine": {**_machine(), "measured_gflops": roofline}, "source": args.source, "results": results,
-              "precision": precision, "skipped": skipped}
+              "precision": precision, "variant_comparison": comparisons, "skipped": skipped}
     if args.onnx:
         report["onnx"] = onnx_rows
     if args.source == "osdface-files" and "conversion" in locals():
         report["conversion"] = conversion
     if device.type == "cpu" and "sd21" in scales:
-        report["targets"] = check_targets(results, precision, report.get("conversion"))
+        report["targets"] = check_targets(results, precision, report.get("conversion"), comparisons)
     print(json.dumps(report, indent=1))
     return 0 if results else 1
 

@@ -286,3 +286,30 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
     flat = run_all.flatten({"results": results})
     assert "results[scale=sd21,variant=osdface,batch=1].peak_memory_mb" in flat
     assert "results[scale=sd21,variant=honestface,batch=1].peak_memory_mb" in flat
+
+
+def test_infer_benchmark_times_the_two_variants_in_alternation(tmp_path):
+    """benchmarks/infer.py's `compare` child: both tiny variants loaded in one process, their pipelines timed back to
+    back; the full/OSDFace ratio then comes from these paired timings, not from two processes minutes apart."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_infer", REPO / "benchmarks" / "infer.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        folders = {v: bench.build_cached(tmp_path, "tiny", v) for v in ("osdface", "honestface")}
+        torch.manual_seed(0)
+        row = bench.compare_variants(folders, 1, torch.device("cpu"), torch.float32, repeats=2, refs=1,
+                                     channels_last=True, reuse_memory=False)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert row["compared"] == "honestface / osdface" and len(row["ratios"]) == 2
+    assert row["ratio"] == pytest.approx(sum(row["ratios"]) / 2, abs=1e-3)  # the median of two
+    assert all(s > 0 for s in row["seconds_per_face"].values())
+    spec = importlib.util.spec_from_file_location("bench_infer_targets", REPO / "benchmarks" / "infer_targets.py")
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+    goals = targets.check_targets([], [], None, [{"scale": "sd21", **row, "ratio": 1.2}])
+    assert [(g["goal"], g["met"]) for g in goals] == [
+        ("honestface (K references) / osdface time per face, timed in alternation", False)]
