@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -65,7 +64,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from infer_common import input_faces, peak_memory, psnr, read_seconds
+from infer_onnx import measure_onnx, measure_onnx_vspbfr
 from infer_targets import add_roofline, check_targets
+from infer_vspbfr import measure_vspbfr
 from roofline import ConvBeside, count_flops, machine_throughput
 from roofline import timed as _timed
 
@@ -79,15 +81,6 @@ def _free_gb() -> float:
     with open("/proc/meminfo") as f:
         info = {line.split(":")[0]: int(line.split()[1]) for line in f}
     return info["MemAvailable"] / 2**20
-
-
-def _peak_memory(device: torch.device) -> dict:
-    """Peak memory of this process: CUDA max allocated on a GPU, else the peak RSS."""
-    if device.type == "cuda":
-        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
-                "peak_memory_kind": "cuda_max_allocated"}
-    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_memory_kind": "rss"}
 
 
 def _cache_folder(cache: Path, scale: str, variant: str) -> Path:
@@ -117,28 +110,6 @@ def build_cached(cache: Path, scale: str, variant: str) -> Path:
     return folder
 
 
-def _faces(size: int, n: int, refs: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """n LQ faces and K references (uint8 (S, S, 3)): jittered views of the bundled aligned Tom Hanks face (112 px,
-    so already low quality at 512), the references from other seeds."""
-    import cv2
-
-    from honestface.data.samples import tom_hanks_aligned
-    from honestface.data.views import augmented_views
-
-    face = cv2.resize(tom_hanks_aligned(), (size, size), interpolation=cv2.INTER_CUBIC)
-    return augmented_views(face, n, seed=1), augmented_views(face, refs, seed=2)
-
-
-def _read_seconds(folder: Path) -> tuple[float, float]:
-    """(seconds to read every weights file of `folder` into memory once, their size in MB)."""
-    t0, total = time.perf_counter(), 0
-    for f in sorted(folder.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            while chunk := fh.read(64 << 20):
-                total += len(chunk)
-    return time.perf_counter() - t0, total / 2**20
-
-
 def load_pipeline(folder: Path, device: torch.device, dtype: torch.dtype, channels_last: bool = True) -> Any:
     """The saved model as scripts/infer.py loads it: read in `dtype` (convolutions channels-last), LoRA merged,
     the VAE one face at a time on a CPU (batching it gains nothing there; batch 1's memory)."""
@@ -163,7 +134,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     pipeline's restoration of the first face there (.npy) for the precision comparison."""
     from honestface.face import paste_back
 
-    read_s, size_mb = _read_seconds(folder)
+    read_s, size_mb = read_seconds(folder)
     t0 = time.perf_counter()
     pipe = load_pipeline(folder, device, dtype, channels_last)
     model = pipe.model
@@ -176,7 +147,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     size = pipe.resolution  # the model's native face size (never the VAE's sample_size)
-    faces, ref_faces = _faces(size, batch, refs)
+    faces, ref_faces = input_faces(size, batch, refs)
     references = None
     if model.use_ide:  # references cached as a user does for many faces of one person: one ReferencePool
         from honestface.pipelines import ReferencePool
@@ -238,128 +209,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             "model_seconds_per_face": round(sum(v for k, v in per_face.items()
                                                 if k not in ("ide_refs", "paste_back")), 5),
             "pipeline_seconds_per_face": round(pipe_s / batch, 5), "faces_per_second": round(batch / pipe_s, 4),
-            "conv3x3_gflops_beside": {k: round(v, 1) for k, v in beside.items()}} | _peak_memory(device)
-
-
-@torch.no_grad()
-def measure_onnx(folder: Path, batch: int, repeats: int, refs: int, threads: int, channels_last: bool = True) -> dict:
-    """onnxruntime (CPU provider) vs torch float32 on this CPU, side by side: seconds per face of the aligned-mode
-    pipeline at `batch` (median of `repeats` after one warm-up), same faces and references, and the PSNR between the
-    two restorations. The folder is exported once into <folder>/onnx (`honestface.export.export_onnx`)."""
-    from honestface.export import OnnxPipeline, export_onnx
-    from honestface.models import HonestFace
-    from honestface.pipelines import HonestFacePipeline, ReferencePool
-
-    export = folder / "onnx"
-    t0 = time.perf_counter()
-    if not (export / "onnx_manifest.json").is_file():
-        export_onnx(folder, export, overwrite=True)
-    export_s = time.perf_counter() - t0
-    torch_pipe = HonestFacePipeline(HonestFace.from_pretrained(folder, with_discriminator=False))
-    torch_pipe.merge_lora()
-    if channels_last:
-        torch_pipe.enable_channels_last()
-    torch_pipe.enable_vae_slicing()  # as scripts/infer.py on a CPU
-    onnx_pipe = OnnxPipeline.from_pretrained(export, detector=None, providers=["CPUExecutionProvider"],
-                                             threads=threads or None)
-    faces, ref_faces = _faces(torch_pipe.resolution, batch, refs)
-    references = ReferencePool(ref_faces) if torch_pipe.model.use_ide else None
-    seconds, out = _time_pipelines({"torch_fp32": torch_pipe, "onnxruntime": onnx_pipe}, faces, batch, repeats,
-                                   references=references)
-    return _onnx_row(batch, export_s, seconds, out)
-
-
-def _time_pipelines(pipes: dict, faces: list[np.ndarray], batch: int, repeats: int, **call: object
-                    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Seconds per face (median of `repeats` after one warm-up) and the first face's output of each pipeline."""
-    out, seconds = {}, {}
-    for name, pipe in pipes.items():
-        out[name] = pipe(faces, batch_size=batch, **call).images[0]  # warm-up (+ reference cache)
-        runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            pipe(faces, batch_size=batch, **call)
-            runs.append((time.perf_counter() - t0) / batch)
-        seconds[name] = round(float(np.median(runs)), 4)
-    return seconds, out
-
-
-def _onnx_row(batch: int, export_s: float, seconds: dict[str, float], out: dict[str, np.ndarray]) -> dict:
-    return {"batch": batch, "export_seconds": round(export_s, 2), "torch_fp32_s_per_face": seconds["torch_fp32"],
-            "onnxruntime_s_per_face": seconds["onnxruntime"],
-            "speedup": round(seconds["torch_fp32"] / max(seconds["onnxruntime"], 1e-9), 2),
-            "psnr_onnx_vs_torch_db": round(_psnr(out["onnxruntime"], out["torch_fp32"]), 2)}
-
-
-@torch.no_grad()
-def measure_onnx_vspbfr(scale: str, batch: int, repeats: int, threads: int, cache: Path) -> dict:
-    """VSPBFR: onnxruntime (CPU provider) vs torch float32 seconds per face of the aligned-mode pipeline, as
-    `measure_onnx`; the random-weight model is saved once to `cache` and exported once next to it."""
-    from honestface.export import OnnxPipeline, export_onnx
-    from honestface.models.vspbfr import build_vspbfr
-    from honestface.pipelines import VSPBFRPipeline
-
-    folder = cache / f"vspbfr-{scale}-seed0-v1"
-    if not (folder / "vspbfr_config.json").is_file():
-        build_vspbfr(scale).save_pretrained(folder)
-    export = folder / "onnx"
-    t0 = time.perf_counter()
-    if not (export / "onnx_manifest.json").is_file():
-        export_onnx(folder, export, overwrite=True)
-    export_s = time.perf_counter() - t0
-    pipes = {"torch_fp32": VSPBFRPipeline.from_pretrained(folder, detector=None),
-             "onnxruntime": OnnxPipeline.from_pretrained(export, detector=None, providers=["CPUExecutionProvider"],
-                                                         threads=threads or None)}
-    faces, _ = _faces(pipes["torch_fp32"].resolution, batch, 0)
-    seconds, out = _time_pipelines(pipes, faces, batch, repeats)
-    return {"model": "vspbfr", "scale": scale, **_onnx_row(batch, export_s, seconds, out)}
-
-
-def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int,
-                   reuse_memory: bool = True) -> dict:
-    from honestface.face import paste_back
-    from honestface.models.vspbfr import build_vspbfr
-    from honestface.pipelines import VSPBFRPipeline
-
-    t0 = time.perf_counter()
-    model = build_vspbfr(scale).to(device=device, dtype=dtype).eval()
-    build = time.perf_counter() - t0
-    reuse = device.type == "cpu" and reuse_memory  # as scripts/infer.py does (infer.reuse_cpu_memory)
-    if reuse:
-        from honestface.models.loading import reuse_large_allocations
-
-        reuse = reuse_large_allocations()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    size = model.size
-    g = torch.Generator().manual_seed(0)
-    lq = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device, dtype)  # (B, 3, S, S) in [-1, 1]
-
-    def gens() -> list[torch.Generator]:
-        return [torch.Generator().manual_seed(0) for _ in range(batch)]
-
-    times: dict[str, float] = {}
-    times["style_encoder"], w_hat = _timed(
-        lambda: torch.cat([model.encode_lq(lq[b:b + 1]) for b in range(batch)]), device, repeats)
-    times["code_diffuser"], w0 = _timed(lambda: model.style_prompt(w_hat, gens()), device, repeats)
-    times["feature_bank"], (_, bank) = _timed(lambda: model.feature_bank(w0, gens()), device, repeats)
-    times["restoration"], image = _timed(lambda: model.restore(lq, w0, bank, gens(), 0.5), device, repeats)
-    crops = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    photo = np.zeros((886, 1280, 3), np.uint8)
-    mats = np.stack([np.array([[0.5, 0.0, -40.0 * i], [0.0, 0.5, -30.0]]) for i in range(batch)])
-    times["paste_back"], _ = _timed(lambda: paste_back(photo, list(crops), mats), device, repeats)
-    per_face = {k: v / batch for k, v in times.items()}
-    pipe = VSPBFRPipeline(model)
-    t, _ = _timed(lambda: pipe(list(crops), mode="aligned", batch_size=batch), device, repeats)
-    params = {name: round(sum(p.numel() for p in getattr(model, name).parameters()) / 1e6, 2)
-              for name in ("style_encoder", "stylegan", "code_diffuser", "restoration")}
-    result = {"model": "vspbfr", "scale": scale, "batch": batch, "resolution": size,
-              "stylegan_size": model.stylegan_size, "params_million": params, "device": str(device),
-              "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(), "reuse_cpu_memory": reuse,
-              "build_seconds": round(build, 2), "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
-              "model_seconds_per_face": round(sum(v for k, v in per_face.items() if k != "paste_back"), 5),
-              "pipeline_seconds_per_face": round(t / batch, 5)}
-    return result | _peak_memory(device)
+            "conv3x3_gflops_beside": {k: round(v, 1) for k, v in beside.items()}} | peak_memory(device)
 
 
 def _child(args: argparse.Namespace, what: str, *extra: str) -> dict | str:
@@ -414,7 +264,7 @@ def compare_variants(folders: dict[str, Path], batch: int, device: torch.device,
         from honestface.models.loading import reuse_large_allocations
 
         reuse_large_allocations()
-    faces, ref_faces = _faces(pipes["osdface"].resolution, batch, refs)
+    faces, ref_faces = input_faces(pipes["osdface"].resolution, batch, refs)
     pool = ReferencePool(ref_faces)
     calls = {"osdface": lambda: pipes["osdface"](faces, mode="aligned", batch_size=batch),
              "honestface": lambda: pipes["honestface"](faces, references=pool, mode="aligned", batch_size=batch)}
@@ -433,7 +283,7 @@ def convert_osdface_files(home: Path, dtype: torch.dtype) -> dict:
     shutil.rmtree(home / "converted", ignore_errors=True)  # measure the conversion itself, not the cache
     t0 = time.perf_counter()
     folder = released_folder("osdface", home=home, dtype=dtype, quiet=True)
-    return {"folder": str(folder), "convert_seconds": round(time.perf_counter() - t0, 2)} | _peak_memory(
+    return {"folder": str(folder), "convert_seconds": round(time.perf_counter() - t0, 2)} | peak_memory(
         torch.device("cpu"))
 
 
@@ -540,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                     skipped.append(f"{scale} {variant} precision comparison failed: {bad[0]}")
                 else:
                     precision.append({"scale": scale, "variant": variant, "dtype": args.dtype, "psnr_vs_fp32_db":
-                                      round(_psnr(np.load(npy[args.dtype]), np.load(npy["fp32"])), 2)})
+                                      round(psnr(np.load(npy[args.dtype]), np.load(npy["fp32"])), 2)})
         measured = {(r["scale"], r["variant"]) for r in results}
         if args.source == "library" and {(scale, "osdface"), (scale, "honestface")} <= measured:
             row = _child(args, f"compare:{scale}:both:1")  # the two variants in one process, alternating
@@ -560,16 +410,6 @@ def main(argv: list[str] | None = None) -> int:
         report["targets"] = check_targets(results, precision, report.get("conversion"), comparisons)
     print(json.dumps(report, indent=1))
     return 0 if results else 1
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 (H, W, 3) images, with the library's metric."""
-    from honestface.metrics.iqa import psnr
-
-    def t(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).permute(2, 0, 1)[None]  # (1, 3, H, W)
-
-    return float(psnr(t(a), t(b), data_range=255.0)[0])
 
 
 def _machine() -> dict:

@@ -5,7 +5,8 @@ import, a changed API) fails here, not in front of the person who wanted the num
 Not run here: `osdface_files.py` writes SD 2.1-size weights (GBs) for `infer.py --from osdface-files`, too large
 for CI; `infer_targets.py` is the goal checker `infer.py` imports (its rules are tested in
 tests/test_benchmarks_run_all.py), `infer_compare.py` its alternating timer (tested in tests/test_benchmarks_run_all.py
-on two tiny folders); `quickstart_eval_resolution.py` needs a finished quickstart folder and runs in
+on two tiny folders), `infer_common.py`, `infer_onnx.py` and `infer_vspbfr.py` the parts of infer.py it imports
+(the first runs in its smoke below); `quickstart_eval_resolution.py` needs a finished quickstart folder and runs in
 tests/test_quickstart.py on the one that module trains; `quickstart_seeds.py` runs there too, on the two seeds
 `scripts/quickstart.py --seeds 0,1` trained (it resumes them, so the test costs no training). For CI time (the
 run stays under 20 minutes): `video.py` (its parts, the demo clip, `restore_video` and `face_warp_errors`, run in
@@ -42,7 +43,8 @@ SMOKE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "run_all.py": (("--only", "degradation", "--repeats", "1", "--device", "cpu", "--output", "{tmp}/results.json"),
                    ("benchmarks", "failed")),
 }
-NOT_SMOKED = {"osdface_files.py", "infer_targets.py", "infer_compare.py", "quickstart_eval_resolution.py", "quickstart_seeds.py", "video.py"}  # see the module docstring
+NOT_SMOKED = {"osdface_files.py", "infer_targets.py", "infer_compare.py", "infer_common.py", "infer_onnx.py",
+              "infer_vspbfr.py", "quickstart_eval_resolution.py", "quickstart_seeds.py", "video.py"}  # see the module docstring
 
 
 def test_every_benchmark_script_is_smoked_or_says_why_not():

@@ -1,0 +1,54 @@
+"""What benchmarks/infer.py and its helpers share: the input faces, the file read yardstick, peak memory, PSNR.
+
+Imported by benchmarks/infer.py, infer_onnx.py and infer_vspbfr.py; not a script of its own.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak memory of this process: CUDA max allocated on a GPU, else the peak RSS."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+                "peak_memory_kind": "cuda_max_allocated"}
+    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_memory_kind": "rss"}
+
+
+def input_faces(size: int, n: int, refs: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n LQ faces and K references (uint8 (S, S, 3)): jittered views of the bundled aligned Tom Hanks face (112 px,
+    so already low quality at 512), the references from other seeds."""
+    import cv2
+
+    from honestface.data.samples import tom_hanks_aligned
+    from honestface.data.views import augmented_views
+
+    face = cv2.resize(tom_hanks_aligned(), (size, size), interpolation=cv2.INTER_CUBIC)
+    return augmented_views(face, n, seed=1), augmented_views(face, refs, seed=2)
+
+
+def read_seconds(folder: Path) -> tuple[float, float]:
+    """(seconds to read every weights file of `folder` into memory once, their size in MB)."""
+    t0, total = time.perf_counter(), 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            while chunk := fh.read(64 << 20):
+                total += len(chunk)
+    return time.perf_counter() - t0, total / 2**20
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 (H, W, 3) images, with the library's metric."""
+    from honestface.metrics.iqa import psnr
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).permute(2, 0, 1)[None]  # (1, 3, H, W)
+
+    return float(psnr(t(a), t(b), data_range=255.0)[0])
