@@ -64,7 +64,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from infer_common import input_faces, peak_memory, psnr, read_seconds
+from infer_common import input_faces, peak_memory, psnr, read_seconds, start_measuring
 from infer_onnx import measure_onnx, measure_onnx_vspbfr
 from infer_targets import add_roofline, check_targets
 from infer_vspbfr import measure_vspbfr
@@ -139,13 +139,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     pipe = load_pipeline(folder, device, dtype, channels_last)
     model = pipe.model
     load_s = time.perf_counter() - t0
-    reuse = device.type == "cpu" and reuse_memory  # as scripts/infer.py does (infer.reuse_cpu_memory)
-    if reuse:
-        from honestface.models.loading import reuse_large_allocations
-
-        reuse = reuse_large_allocations()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reuse = start_measuring(device, reuse_memory)
     size = pipe.resolution  # the model's native face size (never the VAE's sample_size)
     faces, ref_faces = input_faces(size, batch, refs)
     references = None
@@ -260,10 +254,7 @@ def compare_variants(folders: dict[str, Path], batch: int, device: torch.device,
     from honestface.pipelines import ReferencePool
 
     pipes = {v: load_pipeline(f, device, dtype, channels_last) for v, f in folders.items()}
-    if device.type == "cpu" and reuse_memory:
-        from honestface.models.loading import reuse_large_allocations
-
-        reuse_large_allocations()
+    start_measuring(device, reuse_memory)
     faces, ref_faces = input_faces(pipes["osdface"].resolution, batch, refs)
     pool = ReferencePool(ref_faces)
     calls = {"osdface": lambda: pipes["osdface"](faces, mode="aligned", batch_size=batch),

@@ -52,3 +52,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
         return torch.from_numpy(x).permute(2, 0, 1)[None]  # (1, 3, H, W)
 
     return float(psnr(t(a), t(b), data_range=255.0)[0])
+
+
+def start_measuring(device: torch.device, reuse_memory: bool) -> bool:
+    """After loading, as scripts/infer.py does: on a CPU the heap keeps freed activation buffers
+    (`infer.reuse_cpu_memory`, unless `reuse_memory` is False); on a GPU the peak memory counter restarts.
+    Returns whether the heap reuse is on."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    if device.type != "cpu" or not reuse_memory:
+        return False
+    from honestface.models.loading import reuse_large_allocations
+
+    return reuse_large_allocations()

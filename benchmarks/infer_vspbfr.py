@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import torch
-from infer_common import peak_memory
+from infer_common import peak_memory, start_measuring
 from roofline import timed as _timed
 
 
@@ -23,13 +23,7 @@ def measure_vspbfr(scale: str, batch: int, device: torch.device, dtype: torch.dt
     t0 = time.perf_counter()
     model = build_vspbfr(scale).to(device=device, dtype=dtype).eval()
     build = time.perf_counter() - t0
-    reuse = device.type == "cpu" and reuse_memory  # as scripts/infer.py does (infer.reuse_cpu_memory)
-    if reuse:
-        from honestface.models.loading import reuse_large_allocations
-
-        reuse = reuse_large_allocations()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reuse = start_measuring(device, reuse_memory)
     size = model.size
     g = torch.Generator().manual_seed(0)
     lq = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device, dtype)  # (B, 3, S, S) in [-1, 1]
