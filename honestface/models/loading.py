@@ -124,8 +124,8 @@ def release_free_memory() -> None:
 
 def reuse_large_allocations(max_bytes: int = 1 << 30) -> bool:
     """Serve allocations up to `max_bytes` from the heap, so that freed activation buffers are reused instead of
-    being mapped fresh (and page-faulted in again) on every call; glibc's `mallopt(M_MMAP_THRESHOLD)`, for the whole
-    process. Returns False where it does not apply (not glibc).
+    being mapped fresh (and page-faulted in again) on every call; glibc's `mallopt` (M_MMAP_THRESHOLD and
+    M_TRIM_THRESHOLD), for the whole process. Returns False where it does not apply (not glibc).
 
     Why (issue 17, measured 2026-12-07 on the 2-core Xeon VM, SD 2.1-size OSDFace in bf16 at 512 px): glibc maps
     every allocation of 32 MiB or more on its own and unmaps it when freed, so each such activation (a 64 x 512 x
