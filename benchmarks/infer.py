@@ -13,10 +13,13 @@ no IDE, `use_ide=False`) and `honestface` (full, with the IDE and K references).
 weights (`HonestFace.from_preset(scale, pretrained=False)`) and saved to `--cache` (a temporary folder), then every
 measurement loads it like a user's trained model: `HonestFace.from_pretrained(folder, dtype=dtype,
 channels_last=True)` (weights read straight into the dtype and, for convolutions, into channels-last layout, built
-on the meta device; `--no-channels-last` to compare) plus one LoRA merge = `load_seconds`, next to
+on the meta device; `--no-channels-last` to compare) plus one LoRA merge = `load_seconds` (the imports before it
+are not counted), next to
 `files_read_seconds` (reading the same files once). On a CPU the VAE runs one face at a time inside a batch
 (`enable_vae_slicing`, as `scripts/infer.py` does there) and the heap keeps freed activation buffers
-(`reuse_large_allocations`, as `infer.reuse_cpu_memory` does; `--no-reuse-memory` to compare). The stages are timed
+(`reuse_large_allocations`, as `infer.reuse_cpu_memory` does; `--no-reuse-memory` to compare) and the frozen
+convolution and linear weights of the UNet are packed for oneDNN (`enable_cpu_prepacking`, as
+`infer.prepack_cpu_weights` does, timed apart as `prepack_seconds`; `--no-prepack` to compare). The stages are timed
 by calling the model's parts in the order of `HonestFace.forward`: `vae_encode`, `vre`, `ide_refs`
 (`encode_references`, once per identity, as the pipeline caches it), `ide` (the frozen towers on the LQ, the two IDE
 heads and the fusion), `unet` (one step), `vae_decode`, and `paste_back` (honestface.face.paste_back into an
@@ -30,7 +33,9 @@ synchronisation. Each measurement runs in its own subprocess so that peak memory
 loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. `precision`: PSNR between the pipeline's
 restoration of the same face by the model loaded in `--dtype` and in float32. `variant_comparison` (library
 folders, both variants): one more process loads both and times their pipelines in alternation at batch 1
-(`infer_compare.alternate`): the full/OSDFace ratio the goal check uses.
+(`infer_compare.alternate`): the full/OSDFace ratio the goal check uses. `prepack_comparison` (CPU, OSDFace variant,
+unless `--no-prepack`): one more process times the UNet with plain and with packed weights in alternation
+(`infer_compare.compare_prepacking`).
 
 ONNX (`--onnx`, HonestFace from the library's folders): each cached model is exported once (`honestface-export`)
 and its own subprocess times `OnnxPipeline` (onnxruntime, CPU provider, `--threads` intra-op threads) and the torch
@@ -110,9 +115,11 @@ def build_cached(cache: Path, scale: str, variant: str) -> Path:
     return folder
 
 
-def load_pipeline(folder: Path, device: torch.device, dtype: torch.dtype, channels_last: bool = True) -> Any:
+def load_pipeline(folder: Path, device: torch.device, dtype: torch.dtype, channels_last: bool = True,
+                  prepack: bool = True) -> Any:
     """The saved model as scripts/infer.py loads it: read in `dtype` (convolutions channels-last), LoRA merged,
-    the VAE one face at a time on a CPU (batching it gains nothing there; batch 1's memory)."""
+    the VAE one face at a time on a CPU (batching it gains nothing there; batch 1's memory), and there the frozen
+    weights packed for oneDNN (`prepack`)."""
     from honestface.models import HonestFace
     from honestface.pipelines import HonestFacePipeline
 
@@ -124,21 +131,29 @@ def load_pipeline(folder: Path, device: torch.device, dtype: torch.dtype, channe
         pipe.enable_channels_last()
     if device.type == "cpu":
         pipe.enable_vae_slicing()
+        if prepack:
+            pipe.enable_cpu_prepacking()
     return pipe
 
 
 @torch.no_grad()
 def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, repeats: int, refs: int,
-            output: Path | None = None, channels_last: bool = True, reuse_memory: bool = True) -> dict:
+            output: Path | None = None, channels_last: bool = True, reuse_memory: bool = True,
+            prepack: bool = True) -> dict:
     """Load the saved model in `dtype`, time every stage and the pipeline at `batch`; with `output`, only write the
     pipeline's restoration of the first face there (.npy) for the precision comparison."""
     from honestface.face import paste_back
+    from honestface.models import HonestFace  # noqa: F401 (imported before the load is timed: 2-5 s of diffusers)
+    from honestface.pipelines import HonestFacePipeline  # noqa: F401
 
     read_s, size_mb = read_seconds(folder)
     t0 = time.perf_counter()
-    pipe = load_pipeline(folder, device, dtype, channels_last)
+    pipe = load_pipeline(folder, device, dtype, channels_last, prepack=False)
     model = pipe.model
     load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    packed = pipe.enable_cpu_prepacking() if prepack and device.type == "cpu" else 0
+    prepack_s = time.perf_counter() - t0
     reuse = start_measuring(device, reuse_memory)
     size = pipe.resolution  # the model's native face size (never the VAE's sample_size)
     faces, ref_faces = input_faces(size, batch, refs)
@@ -197,7 +212,8 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             "batch": batch, "resolution": size, "references": refs if model.use_ide else 0, "device": str(device),
             "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
             "channels_last": channels_last, "vae_slicing": device.type == "cpu", "reuse_cpu_memory": reuse,
-            "weights_mb": round(size_mb, 1), "files_read_seconds": round(read_s, 2), "load_seconds": round(load_s, 2),
+            "prepacked_layers": packed, "weights_mb": round(size_mb, 1), "files_read_seconds": round(read_s, 2),
+            "load_seconds": round(load_s, 2), "prepack_seconds": round(prepack_s, 2),
             "seconds_per_face": {k: round(v, 5) for k, v in per_face.items()},
             "gflop_per_face": {k: round(v / batch / 1e9, 2) for k, v in flops.items()},
             "model_seconds_per_face": round(sum(v for k, v in per_face.items()
@@ -211,7 +227,8 @@ def _child(args: argparse.Namespace, what: str, *extra: str) -> dict | str:
     cmd = [sys.executable, __file__, "--one", what, "--model", args.model, "--device", args.device, "--dtype",
            args.dtype, "--repeats", str(args.repeats), "--refs", str(args.refs), "--threads", str(args.threads),
            "--cache", str(args.cache), *(["--no-channels-last"] if args.no_channels_last else []),
-           *(["--no-reuse-memory"] if args.no_reuse_memory else []), *extra]
+           *(["--no-reuse-memory"] if args.no_reuse_memory else []), *(["--no-prepack"] if args.no_prepack else []),
+           *extra]
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if run.returncode != 0:
         return (run.stderr.strip().splitlines() or ["?"])[-1]
@@ -226,10 +243,20 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
         return measure_vspbfr(scale, int(batch), device, _DTYPES[args.dtype], args.repeats,
                               reuse_memory=not args.no_reuse_memory)
     kind, scale, variant, batch = args.one.split(":")
+    if kind == "prepack":  # the UNet plain and packed for oneDNN, in alternation (CPU)
+        from infer_compare import compare_prepacking
+
+        folder = Path(args.folder) if args.folder else _cache_folder(args.cache, scale, variant)
+        pipe = load_pipeline(folder, device, _DTYPES[args.dtype], not args.no_channels_last, prepack=False)
+        start_measuring(device, not args.no_reuse_memory)  # as the infer app does before it packs
+        return {"scale": scale, **compare_prepacking(pipe, args.repeats)}
     if kind == "compare":  # both variants in this one process, their pipelines timed in alternation
-        folders = {v: _cache_folder(args.cache, scale, v) for v in ("osdface", "honestface")}
-        return compare_variants(folders, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs,
-                                not args.no_channels_last, not args.no_reuse_memory)
+        from infer_compare import compare_variants
+
+        pipes = {v: load_pipeline(_cache_folder(args.cache, scale, v), device, _DTYPES[args.dtype],
+                                  not args.no_channels_last, not args.no_prepack) for v in ("osdface", "honestface")}
+        start_measuring(device, not args.no_reuse_memory)
+        return compare_variants(pipes, int(batch), args.repeats, args.refs)
     if kind == "build":
         return {"folder": str(build_cached(args.cache, scale, variant))}
     if kind == "files":  # OSDFace's released formats, then one conversion (timed, its own peak memory)
@@ -240,26 +267,9 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
         return {**result, "scale": scale, "variant": variant}
     output = Path(args.output_npy) if args.output_npy else None
     result = measure(folder, int(batch), device, _DTYPES[args.dtype], args.repeats, args.refs, output,
-                     channels_last=not args.no_channels_last, reuse_memory=not args.no_reuse_memory)
+                     channels_last=not args.no_channels_last, reuse_memory=not args.no_reuse_memory,
+                     prepack=not args.no_prepack)
     return result if args.folder is None else {**result, "scale": scale, "variant": variant}
-
-
-@torch.no_grad()
-def compare_variants(folders: dict[str, Path], batch: int, device: torch.device, dtype: torch.dtype, repeats: int,
-                     refs: int, channels_last: bool, reuse_memory: bool) -> dict:
-    """Full HonestFace (K references, cached) against the OSDFace-compatible model on the same faces, both loaded
-    here and their pipelines timed in alternation (`infer_compare.alternate`)."""
-    from infer_compare import alternate
-
-    from honestface.pipelines import ReferencePool
-
-    pipes = {v: load_pipeline(f, device, dtype, channels_last) for v, f in folders.items()}
-    start_measuring(device, reuse_memory)
-    faces, ref_faces = input_faces(pipes["osdface"].resolution, batch, refs)
-    pool = ReferencePool(ref_faces)
-    calls = {"osdface": lambda: pipes["osdface"](faces, mode="aligned", batch_size=batch),
-             "honestface": lambda: pipes["honestface"](faces, references=pool, mode="aligned", batch_size=batch)}
-    return {"batch": batch, "references": refs, **alternate(calls, repeats, device, per=batch)}
 
 
 def convert_osdface_files(home: Path, dtype: torch.dtype) -> dict:
@@ -300,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW convolution weights (to compare)")
     p.add_argument("--no-reuse-memory", action="store_true", help="CPU: let glibc map and unmap every large "
                    "activation as it does by default (to compare with infer.reuse_cpu_memory's reuse)")
+    p.add_argument("--no-prepack", action="store_true", help="CPU: leave the weights plain, reordered by oneDNN on "
+                   "every call (to compare with infer.prepack_cpu_weights' packing)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "honestface-bench",
                    help="where the random-weight models are saved once and re-loaded from")
     p.add_argument("--onnx", action="store_true", help="on a CPU: also export each model to ONNX and print "
@@ -317,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(_one(args, device)))
         return 0
-    results, skipped, precision, onnx_rows, comparisons = [], [], [], [], []
+    results, skipped, precision, onnx_rows, comparisons, packing = [], [], [], [], [], []
 
     def record(out: dict | str, what: str) -> bool:
         if isinstance(out, str):
@@ -364,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(built, str):
                 skipped.append(f"{scale} {variant}: building the model failed: {built}")
                 continue
+            if device.type == "cpu" and not args.no_prepack and variant == "osdface":
+                row = _child(args, f"prepack:{scale}:{variant}:1", *extra)
+                if isinstance(row, str):
+                    skipped.append(f"{scale} prepack comparison failed: {row}")
+                else:
+                    packing.append(row)
             for batch in args.batches:
                 record(_child(args, f"time:{scale}:{variant}:{batch}", *extra), f"{scale} {variant} batch {batch}")
                 if args.onnx and args.source == "library":
@@ -392,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         add_roofline(r, roofline)
     report = {"machine": {**_machine(), "measured_gflops": roofline}, "source": args.source, "results": results,
-              "precision": precision, "variant_comparison": comparisons, "skipped": skipped}
+              "precision": precision, "variant_comparison": comparisons, "prepack_comparison": packing,
+              "skipped": skipped}
     if args.onnx:
         report["onnx"] = onnx_rows
     if args.source == "osdface-files" and "conversion" in locals():

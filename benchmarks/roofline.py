@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -90,12 +91,29 @@ def machine_throughput(device: torch.device, dtype: torch.dtype, repeats: int = 
             "matmul_gflops": round(2 * 4096 ** 3 / mm_s / 1e9, 1), "threads": torch.get_num_threads()}
 
 
+def _packed_conv_flops(x_shape: torch.Size, w_shape: torch.Size, *args: object, out_shape: torch.Size,
+                       **kwargs: object) -> int:
+    """oneDNN's packed convolution (honestface.models.cpu_prepack): 2 * output elements * (C_in / groups) * k * k."""
+    return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+
+
+def _packed_linear_flops(x_shape: torch.Size, w_shape: torch.Size, *args: object, out_shape: torch.Size,
+                         **kwargs: object) -> int:
+    """oneDNN's packed linear layer: 2 * output elements * in_features."""
+    return 2 * math.prod(out_shape) * w_shape[1]
+
+
 @torch.no_grad()
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call of `fn` as torch's FlopCounterMode counts them."""
+    """FLOPs of one call of `fn` as torch's FlopCounterMode counts them; layers packed for oneDNN count as their plain
+    convolution / linear twins would."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    packed = {}
+    if hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        packed = {torch.ops.mkldnn._convolution_pointwise: _packed_conv_flops,
+                  torch.ops.mkldnn._linear_pointwise: _packed_linear_flops}
+    counter = FlopCounterMode(display=False, custom_mapping=packed)
     with counter:
         fn()
     return int(counter.get_total_flops())

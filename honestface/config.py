@@ -159,6 +159,9 @@ class InferConfig:
     # on a CPU: freed activation buffers stay in the process for the next face instead of being mapped afresh
     # (glibc; honestface.models.loading.reuse_large_allocations)
     reuse_cpu_memory: bool = True
+    # HonestFace on a CPU: frozen convolution / linear weights packed once for oneDNN, not on every call
+    # (honestface.models.cpu_prepack)
+    prepack_cpu_weights: bool = True
     # "auto": references found as honestface.data.references.InferenceFolderDataset says (one folder for all,
     # a folder per input, a JSON / CSV mapping); "pool": `references` is a folder of many people's faces, each
     # input face gets the pool faces of its identity (pipelines.ReferencePool, matched by `ref_threshold`)

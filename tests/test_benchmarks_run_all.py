@@ -290,7 +290,8 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
 
 def test_infer_benchmark_times_the_two_variants_in_alternation(tmp_path):
     """benchmarks/infer.py's `compare` child: both tiny variants loaded in one process, their pipelines timed back to
-    back; the full/OSDFace ratio then comes from these paired timings, not from two processes minutes apart."""
+    back; the full/OSDFace ratio then comes from these paired timings, not from two processes minutes apart. The
+    `prepack` child does the same for the UNet with plain and with packed weights."""
     import torch
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -298,18 +299,49 @@ def test_infer_benchmark_times_the_two_variants_in_alternation(tmp_path):
         spec = importlib.util.spec_from_file_location("bench_infer", REPO / "benchmarks" / "infer.py")
         bench = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(bench)
+        import infer_compare
+
         folders = {v: bench.build_cached(tmp_path, "tiny", v) for v in ("osdface", "honestface")}
         torch.manual_seed(0)
-        row = bench.compare_variants(folders, 1, torch.device("cpu"), torch.float32, repeats=2, refs=1,
-                                     channels_last=True, reuse_memory=False)
+        pipes = {v: bench.load_pipeline(f, torch.device("cpu"), torch.float32, prepack=False)
+                 for v, f in folders.items()}
+        row = infer_compare.compare_variants(pipes, 1, repeats=2, refs=1)
+        packing = infer_compare.compare_prepacking(pipes["osdface"], repeats=2)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
     assert row["compared"] == "honestface / osdface" and len(row["ratios"]) == 2
     assert row["ratio"] == pytest.approx(sum(row["ratios"]) / 2, abs=1e-3)  # the median of two
     assert all(s > 0 for s in row["seconds_per_face"].values())
+    # the UNet plain against packed for oneDNN, two rounds, each packing timed; it is left packed
+    assert packing["compared"] == "packed / plain" and len(packing["ratios"]) == 2
+    assert all(len(v) == 2 and min(v) > 0 for v in packing["unet_seconds"].values())
+    assert packing["prepack_seconds"] > 0 and len(packing["conv3x3_gflops_beside"]["packed"]) == 2
+    assert any(type(m).__name__ == "PrepackedConv2d" for m in pipes["osdface"].model.generator.unet.modules())
     spec = importlib.util.spec_from_file_location("bench_infer_targets", REPO / "benchmarks" / "infer_targets.py")
     targets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(targets)
     goals = targets.check_targets([], [], None, [{"scale": "sd21", **row, "ratio": 1.2}])
     assert [(g["goal"], g["met"]) for g in goals] == [
         ("honestface (K references) / osdface time per face, timed in alternation", False)]
+
+
+def test_flop_count_is_the_same_with_weights_packed_for_onednn():
+    """benchmarks/roofline.py counts the packed oneDNN kernels (infer.prepack_cpu_weights, on in the infer benchmark)
+    as their plain twins: otherwise every packed stage would count zero FLOPs and its fraction would mean nothing."""
+    import torch
+    from torch import nn
+
+    from honestface.models.cpu_prepack import cpu_prepacking_available, prepack_cpu_weights
+
+    if not cpu_prepacking_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    spec = importlib.util.spec_from_file_location("bench_roofline", REPO / "benchmarks" / "roofline.py")
+    roofline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roofline)
+    net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                        nn.Flatten(2), nn.Linear(16, 5)).requires_grad_(False)
+    x = torch.randn(2, 4, 8, 8)
+    plain = roofline.count_flops(lambda: net(x))
+    assert prepack_cpu_weights(net) == 3
+    assert plain == 2 * 2 * 8 * 64 * 2 * 9 + 2 * 2 * 8 * 16 * 8 * 9 + 2 * 2 * 8 * 5 * 16
+    assert roofline.count_flops(lambda: net(x)) == plain

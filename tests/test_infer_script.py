@@ -186,21 +186,25 @@ def test_two_processes_restore_every_file_once(model_dir: Path, tmp_path: Path) 
 
 def test_results_record_the_effective_resolution(model_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     """The model's native resolution (never the VAE's sample_size) unless infer.resolution overrides it. On a CPU
-    the heap keeps freed activation buffers (infer.reuse_cpu_memory, on by default)."""
-    from honestface.models import loading
+    the heap keeps freed activation buffers (infer.reuse_cpu_memory) and the weights are packed for oneDNN
+    (infer.prepack_cpu_weights), both on by default."""
+    from honestface.models import cpu_prepack, loading
     from honestface.models.vspbfr.vspbfr import build_vspbfr
 
     reuse: list[int] = []  # stands in for the process-wide glibc setting, which the test process keeps out of
     monkeypatch.setattr(loading, "reuse_large_allocations", lambda: reuse.append(1) or True)
+    packed: list[int] = []
+    real_prepack = cpu_prepack.prepack_cpu_weights
+    monkeypatch.setattr(cpu_prepack, "prepack_cpu_weights", lambda m: packed.append(real_prepack(m)) or packed[-1])
     write_image(tmp_path / "lq" / "a.png", face(80))
     assert infer(model_dir, tmp_path / "lq", tmp_path / "native") == 0
-    assert reuse == [1]
+    assert reuse == [1] and len(packed) == 1 and packed[0] > 0
     res = results(tmp_path / "native")
     assert (res["resolution"], res["resolution_source"], res["resize"], res["timestep"]) == (64, "model",
                                                                                              "area_cubic", 399)
     assert infer(model_dir, tmp_path / "lq", tmp_path / "small", "infer.resolution=32",
-                 "infer.reuse_cpu_memory=false") == 0
-    assert reuse == [1]
+                 "infer.reuse_cpu_memory=false", "infer.prepack_cpu_weights=false") == 0
+    assert reuse == [1] and len(packed) == 1
     res = results(tmp_path / "small")
     assert (res["resolution"], res["resolution_source"]) == (32, "override")
     assert np.asarray(Image.open(res["files"][0]["output"])).shape == (80, 80, 3)

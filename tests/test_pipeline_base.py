@@ -10,6 +10,7 @@ import torch
 
 import honestface.face
 from honestface.data import samples
+from honestface.models.cpu_prepack import PrepackedConv2d
 from honestface.pipelines import (
     PIPELINES,
     FaceRestorationPipeline,
@@ -79,6 +80,12 @@ def test_optimize_is_one_call_for_both_families(tiny_honestface_dir, vspbfr_dir)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and pipe.model.vae.use_slicing
     after = pipe(_face()).images[0]
     assert np.abs(after.astype(int) - before.astype(int)).max() <= 1  # the same restoration, another layout
+    state = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    assert pipe.optimize(prepack_cpu=True) is pipe  # on this CPU: weights packed for oneDNN
+    packed = [m for m in pipe.model.modules() if isinstance(m, PrepackedConv2d)]
+    assert packed and all(m.weight.is_mkldnn for m in packed)
+    assert np.abs(pipe(_face()).images[0].astype(int) - before.astype(int)).max() <= 1
+    assert all(torch.equal(v, state[k]) for k, v in pipe.model.state_dict().items())  # what saving writes
     vpipe = VSPBFRPipeline.from_pretrained(vspbfr_dir, detector=None)
     with pytest.warns(UserWarning, match="compile is not supported"):
         assert vpipe.optimize(channels_last=True, vae_slicing=True, compile=True) is vpipe

@@ -82,7 +82,8 @@ def _load_pipeline(cfg: DictConfig, device: Any) -> Any:
         from honestface.models.loading import reuse_large_allocations
 
         reuse_large_allocations()
-    return pipe.optimize(channels_last=icfg.channels_last, vae_slicing=slicing, compile=icfg.compile)
+    return pipe.optimize(channels_last=icfg.channels_last, vae_slicing=slicing, compile=icfg.compile,
+                         prepack_cpu=icfg.prepack_cpu_weights)
 
 
 def _reference_pool(pipe: Any, cfg: DictConfig, paths: list[str], cache: dict[Any, Any]) -> tuple[Any, list[str]]:

@@ -77,10 +77,11 @@ class VSPBFRPipeline(FaceRestorationPipeline):
         landmarker = build_face_models(None, landmarker, None, device)[1]
         return cls(model, detector, landmarker, detector_threshold=detector_threshold, **kw).to(device, dtype)
 
-    def optimize(self, channels_last: bool = False, vae_slicing: bool = False, compile: bool = False
-                 ) -> VSPBFRPipeline:
+    def optimize(self, channels_last: bool = False, vae_slicing: bool = False, compile: bool = False,
+                 prepack_cpu: bool = False) -> VSPBFRPipeline:
         """The same switches as `HonestFacePipeline.optimize`, for interchangeable code: VSPBFR keeps its weights'
-        layout (channels-last was not measured for its modulated convolutions), has no VAE to slice, and runs
+        layout (channels-last and oneDNN packing were not measured for its modulated convolutions, which build
+        their weights per face), has no VAE to slice, and runs
         eagerly (`compile` warns: its per-sample noise hooks do not compile). Returns the pipeline."""
         if compile:
             warnings.warn("compile is not supported for VSPBFR models (per-sample noise hooks); running eagerly",
