@@ -159,8 +159,8 @@ class InferConfig:
     # on a CPU: freed activation buffers stay in the process for the next face instead of being mapped afresh
     # (glibc; honestface.models.loading.reuse_large_allocations)
     reuse_cpu_memory: bool = True
-    # HonestFace on a CPU: frozen convolution / linear weights packed once for oneDNN, not on every call
-    # (honestface.models.cpu_prepack)
+    # HonestFace on a CPU: the UNet's frozen convolution / linear weights packed once for oneDNN, not on every call
+    # (honestface.models.cpu_prepack; 1-1.5 s once at SD size, so for a single face turn it off)
     prepack_cpu_weights: bool = True
     # "auto": references found as honestface.data.references.InferenceFolderDataset says (one folder for all,
     # a folder per input, a JSON / CSV mapping); "pool": `references` is a folder of many people's faces, each
