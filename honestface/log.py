@@ -19,9 +19,11 @@ switch for this. `block_unused_imports()`, called when `honestface` is imported,
 "The module cache"). peft catches that ImportError; peft's `is_bnb_available`, accelerate's, transformers' and
 diffusers' availability checks use `importlib.util.find_spec`, which returns None for a None entry, so all of them
 treat bitsandbytes as absent and take their non-quantised paths. It also saves the import (and its GPU probing).
-The block is skipped when bitsandbytes was already imported (someone else's code wanted it) or when the
-environment variable HONESTFACE_ALLOW_BITSANDBYTES=1 is set (for a process that needs bitsandbytes for other work
-after importing honestface); `allow_blocked_imports()` lifts it again in a running process.
+The block is skipped when bitsandbytes was already imported (someone else's code wanted it), when one of the
+libraries that remember whether bitsandbytes is installed was imported first (diffusers notes it when imported, so
+a notebook that ran `import diffusers` before `import honestface` would later try the blocked import and fail), or
+when the environment variable HONESTFACE_ALLOW_BITSANDBYTES=1 is set (for a process that needs bitsandbytes for
+other work after importing honestface); `allow_blocked_imports()` lifts it again in a running process.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import TextIO
 LOGGER_NAME = "honestface"
 ALLOW_ENV = "HONESTFACE_ALLOW_BITSANDBYTES"
 BLOCKED_MODULES = ("bitsandbytes",)  # installed with the stack, never used by honestface, noisy on import
+# imported before honestface, these may already have noted bitsandbytes as installed: then it is not blocked
+CACHING_IMPORTERS = ("diffusers", "transformers", "accelerate", "peft")
 
 logger = logging.getLogger(LOGGER_NAME)
 logger.addHandler(logging.NullHandler())
@@ -52,6 +56,8 @@ def get_logger(name: str) -> logging.Logger:
 def block_unused_imports() -> list[str]:
     """Make `import bitsandbytes` fail quietly in this process (see the module docstring). Returns what it blocked."""
     if os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return []
+    if any(name in sys.modules for name in CACHING_IMPORTERS):
         return []
     blocked = []
     for name in BLOCKED_MODULES:

@@ -51,6 +51,15 @@ def test_import_and_peft_are_quiet_and_skip_bitsandbytes() -> None:
         assert noise not in proc.stderr, proc.stderr[-3000:]
 
 
+def test_diffusers_imported_first_still_loads_the_models() -> None:
+    """diffusers notes at import whether bitsandbytes is installed: imported before honestface, the block would make
+    its later `import bitsandbytes` fail while loading the models. Then nothing is blocked."""
+    proc = python("-c", "import diffusers, sys; import honestface.models; "
+                        "print(sys.modules.get('bitsandbytes', 'absent') is not None)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True"]
+
+
 def test_the_block_can_be_lifted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sys.modules.get("bitsandbytes", "absent") is None  # set when honestface was imported
     monkeypatch.delitem(sys.modules, "bitsandbytes")  # restored (to None) after the test
@@ -58,6 +67,9 @@ def test_the_block_can_be_lifted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(hlog.ALLOW_ENV, "1")
     assert hlog.block_unused_imports() == [] and "bitsandbytes" not in sys.modules
     monkeypatch.delenv(hlog.ALLOW_ENV)
+    monkeypatch.setitem(sys.modules, "diffusers", sys.modules.get("diffusers", hlog))  # imported first: no block
+    assert hlog.block_unused_imports() == [] and "bitsandbytes" not in sys.modules
+    monkeypatch.setattr(hlog, "CACHING_IMPORTERS", ())
     assert hlog.block_unused_imports() == ["bitsandbytes"]
     with pytest.raises(ModuleNotFoundError):
         import bitsandbytes  # noqa: F401
