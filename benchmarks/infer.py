@@ -33,9 +33,9 @@ synchronisation. Each measurement runs in its own subprocess so that peak memory
 loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. `precision`: PSNR between the pipeline's
 restoration of the same face by the model loaded in `--dtype` and in float32. `variant_comparison` (library
 folders, both variants): one more process loads both and times their pipelines in alternation at batch 1
-(`infer_compare.alternate`): the full/OSDFace ratio the goal check uses. `prepack_comparison` (CPU, OSDFace variant,
-unless `--no-prepack`): one more process times the UNet with plain and with packed weights in alternation
-(`infer_compare.compare_prepacking`).
+(`infer_compare.alternate`): the full/OSDFace ratio the goal check uses. `prepack_comparison` (CPU, SD 2.1 size,
+OSDFace variant, unless `--no-prepack`): one more process times the UNet with plain and with packed weights in
+alternation (`infer_compare.compare_prepacking`).
 
 ONNX (`--onnx`, HonestFace from the library's folders): each cached model is exported once (`honestface-export`)
 and its own subprocess times `OnnxPipeline` (onnxruntime, CPU provider, `--threads` intra-op threads) and the torch
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(built, str):
                 skipped.append(f"{scale} {variant}: building the model failed: {built}")
                 continue
-            if device.type == "cpu" and not args.no_prepack and variant == "osdface":
+            if device.type == "cpu" and not args.no_prepack and variant == "osdface" and scale == "sd21":
                 row = _child(args, f"prepack:{scale}:{variant}:1", *extra)
                 if isinstance(row, str):
                     skipped.append(f"{scale} prepack comparison failed: {row}")

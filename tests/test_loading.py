@@ -100,10 +100,15 @@ def test_reuse_large_allocations_keeps_freed_buffers_for_the_next_one():
     import subprocess
     import sys
 
-    code = """
-import ctypes, resource, sys
-from honestface.models.loading import reuse_large_allocations
-if sys.argv[1] == "1" and not reuse_large_allocations():
+    import honestface.models.loading
+
+    # loading.py alone (torch only): `import honestface.models` would spend about 9 s importing every model
+    loading_py = honestface.models.loading.__file__
+    code = f"""
+import ctypes, importlib.util, resource, sys
+spec = importlib.util.spec_from_file_location("loading", {loading_py!r})
+loading = importlib.util.module_from_spec(spec); spec.loader.exec_module(loading)
+if sys.argv[1] == "1" and not loading.reuse_large_allocations():
     print(-1); raise SystemExit
 libc = ctypes.CDLL("libc.so.6"); libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]
 faults = []
