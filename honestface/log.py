@@ -19,9 +19,9 @@ switch for this. `block_unused_imports()`, called when `honestface` is imported,
 "The module cache"). peft catches that ImportError; peft's `is_bnb_available`, accelerate's, transformers' and
 diffusers' availability checks use `importlib.util.find_spec`, which returns None for a None entry, so all of them
 treat bitsandbytes as absent and take their non-quantised paths. It also saves the import (and its GPU probing).
-The block is skipped when bitsandbytes was already imported (someone else's code wanted it), when one of the
-libraries that remember whether bitsandbytes is installed was imported first (diffusers notes it when imported, so
-a notebook that ran `import diffusers` before `import honestface` would later try the blocked import and fail), or
+The block is skipped when bitsandbytes was already imported (someone else's code wanted it), when diffusers was
+imported first (it notes whether bitsandbytes is installed when imported, so a notebook that ran `import diffusers`
+before `import honestface` would later try the blocked import and fail), or
 when the environment variable HONESTFACE_ALLOW_BITSANDBYTES=1 is set (for a process that needs bitsandbytes for
 other work after importing honestface); `allow_blocked_imports()` lifts it again in a running process.
 """
@@ -37,8 +37,9 @@ from typing import TextIO
 LOGGER_NAME = "honestface"
 ALLOW_ENV = "HONESTFACE_ALLOW_BITSANDBYTES"
 BLOCKED_MODULES = ("bitsandbytes",)  # installed with the stack, never used by honestface, noisy on import
-# imported before honestface, these may already have noted bitsandbytes as installed: then it is not blocked
-CACHING_IMPORTERS = ("diffusers", "transformers", "accelerate", "peft")
+# imported before honestface, these have already noted bitsandbytes as installed: then it is not blocked
+# (diffusers notes it when imported; transformers, accelerate and peft look when first asked)
+CACHING_IMPORTERS = ("diffusers",)
 
 logger = logging.getLogger(LOGGER_NAME)
 logger.addHandler(logging.NullHandler())
