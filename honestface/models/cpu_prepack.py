@@ -92,7 +92,8 @@ class _Prepacked(nn.Module, ABC):
         destination[prefix + "weight"] = self.dense_weight()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        self.weight = self.dense_weight().clone()
+        # a fresh plain tensor to load into (a packed weight's dense copy is one already)
+        self.weight = self.dense_weight() if self.weight.is_mkldnn else self.weight.clone()
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._pack()
 
