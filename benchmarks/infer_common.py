@@ -1,4 +1,5 @@
-"""What benchmarks/infer.py and its helpers share: the input faces, the file read yardstick, peak memory, PSNR.
+"""What benchmarks/infer.py and its helpers share: the input faces, the file read yardstick, peak memory, PSNR, the
+time spent inside a model's networks.
 
 Imported by benchmarks/infer.py, infer_onnx.py and infer_vspbfr.py; not a script of its own.
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,3 +69,38 @@ def start_measuring(device: torch.device, reuse_memory: bool) -> bool:
     from honestface.models.loading import reuse_large_allocations
 
     return reuse_large_allocations()
+
+
+@contextmanager
+def time_inside_networks(model: torch.nn.Module, device: torch.device) -> Iterator[list[float]]:
+    """While inside, every call of a HonestFace model's networks (VAE encoder, VRE, IDE and fusion, UNet step, VAE
+    decoder) is timed (CUDA synchronised) and its seconds appended to the yielded list; the model is left as it was.
+    A pipeline's time minus this list's sum is its time outside the networks, both from the same runs, so it holds
+    when the machine's speed changes between measurements (summing stages timed at other moments gave negative
+    overheads on this CPU)."""
+    spent: list[float] = []
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            spent.append(time.perf_counter() - t0)
+            return out
+        return call
+
+    gen = model.generator
+    # instance attributes shadow the methods; a module's `forward` is looked up on the instance by nn.Module
+    owners = [(gen, "encode"), (gen, "denoise"), (gen, "decode"), (model.vre, "forward")]
+    if getattr(model, "use_ide", False):
+        owners += [(model, "_identity_tokens"), (model.fusion, "forward")]
+    for owner, name in owners:
+        setattr(owner, name, wrap(getattr(owner, name)))
+    try:
+        yield spent
+    finally:
+        for owner, name in owners:
+            delattr(owner, name)

@@ -255,6 +255,7 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
                 "seconds_per_face": {"vae_encode": 2.0, "vre": 0.5, "unet": 2.0, "vae_decode": 5.0},
                 "gflop_per_face": {"vae_encode": 800.0, "vre": 200.0, "unet": 600.0, "vae_decode": 2000.0}}
                for v, mb, s in (("osdface", 3500, 10.0), ("honestface", 5000, 12.0))]
+    results[1]["pipeline_peak_memory_mb"] = 4500  # the user's path; the goal is checked on it where it is given
     for r in results:
         targets.add_roofline(r, {"conv3x3_gflops": 400.0})
     osd = results[0]
@@ -271,9 +272,10 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
     rows = {r["goal"]: r for r in targets.check_targets(results, [{"scale": "sd21", "variant": "osdface",
                                                                    "dtype": "bf16", "psnr_vs_fp32_db": 36.9}],
                                                         {"peak_memory_mb": 6000.0})}
-    assert rows["osdface batch 1: peak RSS (GiB)"]["met"]
-    assert not rows["honestface batch 1: peak RSS (GiB)"]["met"]
-    assert rows["honestface batch 1: peak RSS (GiB)"]["margin"] == pytest.approx(5000 / 1024 - 4.0, abs=1e-3)
+    assert rows["osdface batch 1: peak RSS restoring faces (GiB)"]["met"]
+    assert not rows["honestface batch 1: peak RSS restoring faces (GiB)"]["met"]
+    assert rows["honestface batch 1: peak RSS restoring faces (GiB)"]["margin"] == pytest.approx(4500 / 1024 - 4.0,
+                                                                                                 abs=1e-3)
     assert not rows["osdface batch 1: unet fraction of conv throughput"]["met"]
     assert rows["osdface batch 1: vae_decode fraction of conv throughput"]["met"]
     assert rows["osdface batch 1: pipeline / roofline time"]["met"]
@@ -307,6 +309,20 @@ def test_infer_benchmark_times_the_two_variants_in_alternation(tmp_path):
                  for v, f in folders.items()}
         row = infer_compare.compare_variants(pipes, 1, repeats=2, refs=1)
         packing = infer_compare.compare_prepacking(pipes["osdface"], repeats=2)
+        import infer_common
+
+        from honestface.pipelines import ReferencePool
+
+        faces, ref_faces = infer_common.input_faces(pipes["osdface"].resolution, 1, 1)
+        spent = {}
+        for v, pipe in pipes.items():
+            with infer_common.time_inside_networks(pipe.model, torch.device("cpu")) as inside:
+                t0 = time.perf_counter()
+                pipe(faces, references=ReferencePool(ref_faces) if v == "honestface" else None, mode="aligned")
+                spent[v] = (list(inside), time.perf_counter() - t0)
+            # the model is as it was: no timing wrapper left on an instance
+            assert not {"encode", "denoise", "decode"} & set(vars(pipe.model.generator))
+            assert "forward" not in vars(pipe.model.vre) and "_identity_tokens" not in vars(pipe.model)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
     assert row["compared"] == "honestface / osdface" and len(row["ratios"]) == 2
@@ -317,6 +333,11 @@ def test_infer_benchmark_times_the_two_variants_in_alternation(tmp_path):
     assert all(len(v) == 2 and min(v) > 0 for v in packing["unet_seconds"].values())
     assert packing["prepack_seconds"] > 0 and len(packing["conv3x3_gflops_beside"]["packed"]) == 2
     assert any(type(m).__name__ == "PrepackedConv2d" for m in pipes["osdface"].model.generator.unet.modules())
+    # time inside the networks (the overhead goal): VAE encoder, VRE, UNet, VAE decoder; the full model adds the IDE
+    # heads and the fusion; all of it within the pipeline's own time
+    for v, calls in (("osdface", 4), ("honestface", 6)):
+        inside, wall = spent[v]
+        assert len(inside) == calls and 0 < sum(inside) < wall, (v, inside, wall)
     spec = importlib.util.spec_from_file_location("bench_infer_targets", REPO / "benchmarks" / "infer_targets.py")
     targets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(targets)
