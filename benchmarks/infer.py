@@ -34,7 +34,7 @@ loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. The pipeli
 `pipeline_peak_memory_mb` is the peak right after it: load, packing and restoring faces, the path a user takes (the
 goal's figure). `peak_memory_mb` is the whole process's, the per-stage runs and FLOP counts after it included (they
 hold every stage's output at once, and the heap kept from the VAE encoder's runs is too fragmented for the
-decoder's larger buffers: measured 2026-12-07, +0.3-0.5 GiB). `precision`: PSNR between the pipeline's
+decoder's larger buffers: +0.07 and +0.31 GiB in two runs on 2026-12-07). `precision`: PSNR between the pipeline's
 restoration of the same face by the model loaded in `--dtype` and in float32. `variant_comparison` (library
 folders, both variants): one more process loads both and times their pipelines in alternation at batch 1
 (`infer_compare.alternate`): the full/OSDFace ratio the goal check uses. `prepack_comparison` (CPU, SD 2.1 size,
