@@ -28,7 +28,8 @@ conversion, the stages, output conversion; references cached after the warm-up).
 views of the bundled aligned Tom Hanks face (112 px, so really low quality), the references other views of it. Each
 stage runs once to warm up, then `--repeats` times; the median is reported as seconds per face (`ide_refs`: per
 reference set); each timed run of a network stage and of the pipeline is preceded by the conv3x3 yardstick
-(`roofline.ConvBeside`, `conv3x3_gflops_beside`) the stage is divided by. CUDA stages are timed with
+(`roofline.ConvBeside`, `conv3x3_gflops_beside`) the stage is divided by, run by run (`yardstick_gflop_runs`: each
+run's seconds per face times the yardstick measured right before it). CUDA stages are timed with
 synchronisation. Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss,
 loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. The pipeline is timed first, and
 `pipeline_peak_memory_mb` is the peak right after it: load, packing and restoring faces, the path a user takes (the
@@ -74,7 +75,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from infer_common import input_faces, peak_memory, psnr, read_seconds, start_measuring, time_inside_networks
+from infer_common import (
+    convert_osdface_files,
+    input_faces,
+    machine_info,
+    peak_memory,
+    psnr,
+    read_seconds,
+    start_measuring,
+    time_inside_networks,
+)
 from infer_onnx import measure_onnx, measure_onnx_vspbfr
 from infer_targets import add_roofline, check_targets
 from infer_vspbfr import measure_vspbfr
@@ -180,9 +190,14 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     times: dict[str, float] = {}
     conv = ConvBeside(device, dtype)
     beside: dict[str, float] = {}  # conv3x3 GFLOP/s measured right before each stage's runs
+    # per run: its seconds per face x the yardstick measured right before it, the yardstick GFLOP the run cost
+    # (the roofline columns pair each run with its own yardstick: the CPU's speed state can switch between runs)
+    paired: dict[str, list[float]] = {}
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
-        times[name], out, beside[name] = conv.timed(fn, repeats)
+        run_s, out, gflops = conv.runs(fn, repeats)
+        times[name], beside[name] = statistics.median(run_s), statistics.median(gflops)
+        paired[name] = [round(t * g / batch, 2) for t, g in zip(run_s, gflops, strict=True)]
         return out
 
     # the user's path first (load, packing, the pipeline): its peak memory is the one a user sees; the per-stage
@@ -196,7 +211,8 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             outside.append(time.perf_counter() - t0 - sum(inside))
             return out
 
-        pipe_s, _, beside["pipeline"] = conv.timed(restore, repeats)
+        stage("pipeline", restore)
+    pipe_s = times.pop("pipeline")  # seconds per batch, not a stage of the model
     pipeline_peak = peak_memory(device)["peak_memory_mb"]
     z = stage("vae_encode", lambda: model.generator.encode(lq))
     p_L = stage("vre", lambda: model.vre(lq))
@@ -237,6 +253,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             "pipeline_seconds_per_face": round(pipe_s / batch, 5), "faces_per_second": round(batch / pipe_s, 4),
             "overhead_seconds_per_face": round(statistics.median(outside[1:]) / batch, 5),  # after the warm-up
             "conv3x3_gflops_beside": {k: round(v, 1) for k, v in beside.items()},
+            "yardstick_gflop_runs": paired,
             "pipeline_peak_memory_mb": pipeline_peak} | peak_memory(device)
 
 
@@ -288,22 +305,6 @@ def _one(args: argparse.Namespace, device: torch.device) -> dict:
                      channels_last=not args.no_channels_last, reuse_memory=not args.no_reuse_memory,
                      prepack=not args.no_prepack)
     return result if args.folder is None else {**result, "scale": scale, "variant": variant}
-
-
-def convert_osdface_files(home: Path, dtype: torch.dtype) -> dict:
-    """Write OSDFace-format files (once) and convert them afresh as `--model osdface` does on first use."""
-    import shutil
-
-    from osdface_files import write_osdface_files
-
-    from honestface.models.released import released_folder
-
-    write_osdface_files(home)
-    shutil.rmtree(home / "converted", ignore_errors=True)  # measure the conversion itself, not the cache
-    t0 = time.perf_counter()
-    folder = released_folder("osdface", home=home, dtype=dtype, quiet=True)
-    return {"folder": str(folder), "convert_seconds": round(time.perf_counter() - t0, 2)} | peak_memory(
-        torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -427,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 comparisons.append({"scale": scale, **row})
     for r in results:
         add_roofline(r, roofline)
-    report = {"machine": {**_machine(), "measured_gflops": roofline}, "source": args.source, "results": results,
+    report = {"machine": {**machine_info(), "measured_gflops": roofline}, "source": args.source, "results": results,
               "precision": precision, "variant_comparison": comparisons, "prepack_comparison": packing,
               "skipped": skipped}
     if args.onnx:
@@ -438,14 +439,6 @@ def main(argv: list[str] | None = None) -> int:
         report["targets"] = check_targets(results, precision, report.get("conversion"), comparisons)
     print(json.dumps(report, indent=1))
     return 0 if results else 1
-
-
-def _machine() -> dict:
-    import platform
-
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """What benchmarks/infer.py and its helpers share: the input faces, the file read yardstick, peak memory, PSNR, the
-time spent inside a model's networks.
+time spent inside a model's networks, the OSDFace-files conversion and the machine's description.
 
 Imported by benchmarks/infer.py, infer_onnx.py and infer_vspbfr.py; not a script of its own.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -104,3 +105,28 @@ def time_inside_networks(model: torch.nn.Module, device: torch.device) -> Iterat
     finally:
         for owner, name in owners:
             delattr(owner, name)
+
+
+def convert_osdface_files(home: Path, dtype: torch.dtype) -> dict:
+    """Write OSDFace-format files (once) and convert them afresh as `--model osdface` does on first use."""
+    import shutil
+
+    from osdface_files import write_osdface_files
+
+    from honestface.models.released import released_folder
+
+    write_osdface_files(home)
+    shutil.rmtree(home / "converted", ignore_errors=True)  # measure the conversion itself, not the cache
+    t0 = time.perf_counter()
+    folder = released_folder("osdface", home=home, dtype=dtype, quiet=True)
+    return {"folder": str(folder), "convert_seconds": round(time.perf_counter() - t0, 2)} | peak_memory(
+        torch.device("cpu"))
+
+
+def machine_info() -> dict:
+    """The CPU model, core count, torch and Python versions, for the benchmark's JSON."""
+    import platform
+
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}

@@ -2,24 +2,30 @@
 `benchmarks/infer.py`.
 
 Roofline (our choice): a stage's achieved GFLOP/s is its counted FLOPs (torch's FlopCounterMode) over its median
-time; its `fraction` is that over the machine's 3x3-convolution GFLOP/s measured right before each of the stage's
-timed runs (`conv3x3_gflops_beside`, `benchmarks/roofline.py` ConvBeside; results without it use the run's
-`measured_gflops`). The face's roofline time is the counted FLOPs of the four networks (VAE encoder, VRE, UNet,
-VAE decoder; plus the IDE for full HonestFace) at the convolution throughput measured beside the pipeline's runs;
-`roofline_ratio` is the pipeline's measured seconds per face over it. `overhead_seconds_per_face` is the pipeline's
-time outside the networks (image conversion, resize, token handling, output conversion): measured within the
-pipeline's own runs (`infer_common.time_inside_networks`) where the result has it, else the pipeline's time minus
-the stages' (which mixes moments of different machine speed).
+time; its `fraction` compares it with the machine's 3x3-convolution GFLOP/s measured right before each of the
+stage's timed runs (`benchmarks/roofline.py` ConvBeside): run by run where the result has `yardstick_gflop_runs`
+(each run's seconds times the yardstick measured right before it; the fraction is the median over the runs of the
+counted GFLOP over that), else the median time against the median yardstick (`conv3x3_gflops_beside`), else the
+run's `measured_gflops`. Pairing matters on this CPU: its speed state can switch between two runs of a stage. The
+face's roofline time is the counted FLOPs of the four networks (VAE encoder, VRE, UNet, VAE decoder; plus the IDE
+for full HonestFace) at the convolution throughput measured beside the pipeline's runs; `roofline_ratio` is the
+pipeline's measured seconds per face over it (run by run, the median, where the result has the pipeline's
+`yardstick_gflop_runs`). `overhead_seconds_per_face` is the pipeline's time outside the networks (image conversion,
+resize, token handling, output conversion): measured within the pipeline's own runs
+(`infer_common.time_inside_networks`) where the result has it, else the pipeline's time minus the stages' (which
+mixes moments of different machine speed).
 
 Goals (issue 17, CPU, SD 2.1 size): every network stage at >= 85% of the convolution throughput; the VRE and the
 overhead each under 0.3 s per face; the whole face at most 1.15x its roofline time; peak RSS at most 4 GiB when
 restoring from OSDFace's files (the converted folder: loading, packing and the pipeline's runs,
-`pipeline_peak_memory_mb`) and during the one-time conversion reported beside it; the
-load from a saved folder at most 1.5x the time to read its files; full HonestFace (K references, cached) at most
-1.15x the OSDFace-compatible model's time per face.
+`pipeline_peak_memory_mb`) and during the one-time conversion reported beside it; the load from a saved folder at
+most 1.5x the time to read its files; full HonestFace (K references, cached) at most 1.15x the OSDFace-compatible
+model's time per face.
 """
 
 from __future__ import annotations
+
+import statistics
 
 NETWORKS = ("vae_encode", "vre", "unet", "vae_decode", "ide")
 TARGETS = {"stage_fraction": 0.85, "vre_seconds": 0.3, "overhead_seconds": 0.3, "roofline_ratio": 1.15,
@@ -32,15 +38,20 @@ def add_roofline(result: dict, machine: dict) -> None:
     if "gflop_per_face" not in result:
         return
     beside = result.get("conv3x3_gflops_beside", {})
+    runs = result.get("yardstick_gflop_runs", {})
     secs, gflop = result["seconds_per_face"], result["gflop_per_face"]
     achieved = {k: round(gflop[k] / secs[k], 1) for k in gflop if secs.get(k)}
     result["achieved_gflops"] = achieved
-    result["fraction_of_conv"] = {k: round(v / beside.get(k, machine["conv3x3_gflops"]), 3)
-                                  for k, v in achieved.items()}
+    result["fraction_of_conv"] = {
+        # each run against the yardstick measured right before it, then the median; else the medians' quotient
+        k: round(statistics.median(gflop[k] / r for r in runs[k]) if runs.get(k)
+                 else v / beside.get(k, machine["conv3x3_gflops"]), 3)
+        for k, v in achieved.items()}
     # the face's roofline time at the yardstick measured beside the pipeline's runs
     roofline = sum(gflop.values()) / beside.get("pipeline", machine["conv3x3_gflops"])
     result["roofline_seconds_per_face"] = round(roofline, 4)
-    result["roofline_ratio"] = round(result["pipeline_seconds_per_face"] / roofline, 3)
+    result["roofline_ratio"] = round(statistics.median(r / sum(gflop.values()) for r in runs["pipeline"])
+                                     if runs.get("pipeline") else result["pipeline_seconds_per_face"] / roofline, 3)
     if "overhead_seconds_per_face" not in result:  # measured inside the pipeline's runs where the result has it
         inside = sum(secs[k] for k in NETWORKS if k in secs)
         result["overhead_seconds_per_face"] = round(result["pipeline_seconds_per_face"] - inside, 4)

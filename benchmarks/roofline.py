@@ -61,10 +61,16 @@ class ConvBeside:
         self.conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last)
         self.device = device
 
-    @torch.no_grad()
     def timed(self, fn: Callable[[], object], repeats: int) -> tuple[float, object, float]:
         """(median seconds of `fn` over `repeats` runs after one warm-up, its last result, the median conv3x3
         GFLOP/s measured right before each of those runs, each the median of 5 calls)."""
+        times, result, gflops = self.runs(fn, repeats)
+        return statistics.median(times), result, statistics.median(gflops)
+
+    @torch.no_grad()
+    def runs(self, fn: Callable[[], object], repeats: int) -> tuple[list[float], object, list[float]]:
+        """`timed`, run by run: (the seconds of each of the `repeats` runs after one warm-up, the last result, the
+        conv3x3 GFLOP/s measured right before each run)."""
         result, times, gflops = fn(), [], []
         for _ in range(repeats):
             conv_s = timed(lambda: self.conv(self.x), self.device, 5)[0]  # one call alone: outliers of +-70%
@@ -74,7 +80,7 @@ class ConvBeside:
             result = fn()
             _sync(self.device)
             times.append(time.perf_counter() - t0)
-        return statistics.median(times), result, statistics.median(gflops)
+        return times, result, gflops
 
 
 @torch.no_grad()

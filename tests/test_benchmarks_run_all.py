@@ -269,6 +269,14 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
     targets.add_roofline(beside, {"conv3x3_gflops": 400.0})
     assert beside["fraction_of_conv"] == {"vae_encode": 0.5, "vre": 1.0, "unet": 1.0, "vae_decode": 1.0}
     assert beside["roofline_seconds_per_face"] == pytest.approx(3600 / 450)
+    # run by run (yardstick_gflop_runs: each run's seconds x the yardstick right before it), then the median: a
+    # switch of the CPU's speed state between two runs no longer mixes one run's time with another's yardstick
+    paired = {**results[0], "yardstick_gflop_runs": {"vae_encode": [800.0, 1600.0, 1000.0],
+                                                     "pipeline": [3600.0 * 1.3, 3600.0 * 1.1, 3600.0 * 2.0]}}
+    targets.add_roofline(paired, {"conv3x3_gflops": 400.0})
+    assert paired["fraction_of_conv"]["vae_encode"] == pytest.approx(0.8)  # median of 1.0, 0.5, 0.8
+    assert paired["fraction_of_conv"]["unet"] == 0.75  # no runs: the medians' quotient as before
+    assert paired["roofline_ratio"] == pytest.approx(1.3)
     rows = {r["goal"]: r for r in targets.check_targets(results, [{"scale": "sd21", "variant": "osdface",
                                                                    "dtype": "bf16", "psnr_vs_fp32_db": 36.9}],
                                                         {"peak_memory_mb": 6000.0})}
