@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT))  # works without `pip install -e .`
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from infer_common import (
     convert_osdface_files,
+    faces_tensor,
     input_faces,
     machine_info,
     peak_memory,
@@ -182,11 +183,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
         np.save(output, result.images[0])
         return {"output": str(output)}
 
-    def tensor(images: list[np.ndarray]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-        return x.to(device, dtype)  # (N, 3, S, S) in [-1, 1]
-
-    lq, ref = tensor(faces), tensor(ref_faces).unsqueeze(0)  # (B, 3, S, S), (1, K, 3, S, S): one identity
+    lq, ref = faces_tensor(pipe, faces), faces_tensor(pipe, ref_faces).unsqueeze(0)  # (B, 3, S, S), (1, K, 3, S, S)
     times: dict[str, float] = {}
     conv = ConvBeside(device, dtype)
     beside: dict[str, float] = {}  # conv3x3 GFLOP/s measured right before each stage's runs

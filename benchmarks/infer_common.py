@@ -27,6 +27,14 @@ def peak_memory(device: torch.device) -> dict:
             "peak_memory_kind": "rss"}
 
 
+def faces_tensor(pipe: Any, images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (S, S, 3) faces -> (N, 3, S, S) in [-1, 1] on the pipeline's device and dtype, converted as the pipeline
+    converts its inputs (`honestface.models.native.face_tensor` at its resolution and resize)."""
+    from honestface.models.native import face_tensor
+
+    return torch.stack([face_tensor(x, pipe.resolution, pipe.resize) for x in images]).to(pipe.device, pipe.dtype)
+
+
 def input_faces(size: int, n: int, refs: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """n LQ faces and K references (uint8 (S, S, 3)): jittered views of the bundled aligned Tom Hanks face (112 px,
     so already low quality at 512), the references from other seeds."""

@@ -51,14 +51,13 @@ def alternate(calls: dict[str, Callable[[], object]], repeats: int, device: torc
 def compare_prepacking(pipe: object, repeats: int) -> dict:
     """`pipe`: a HonestFacePipeline loaded on a CPU with plain weights. Times its UNet (one face, the OSDFace prompt
     p_L) plain, then packed, `repeats` rounds. Returns seconds, yardsticks, the ratio and the packing seconds."""
-    from infer_common import input_faces
+    from infer_common import faces_tensor, input_faces
     from roofline import ConvBeside
 
     from honestface.models.cpu_prepack import prepack_cpu_weights, unpack_cpu_weights
 
     model, device, dtype = pipe.model, pipe.device, pipe.dtype
-    faces, _ = input_faces(pipe.resolution, 1, 0)
-    lq = (torch.from_numpy(faces[0]).permute(2, 0, 1)[None].float() / 127.5 - 1).to(device, dtype)  # (1, 3, S, S)
+    lq = faces_tensor(pipe, input_faces(pipe.resolution, 1, 0)[0])  # (1, 3, S, S)
     z, p_L = model.generator.encode(lq), model.vre(lq)  # (1, 4, S/8, S/8), (1, 77, D)
     unet, conv = model.generator.unet, ConvBeside(device, dtype)
     rows: dict[str, list[tuple[float, float]]] = {"plain": [], "packed": []}

@@ -99,8 +99,10 @@ def machine_throughput(device: torch.device, dtype: torch.dtype, repeats: int = 
 
 def _packed_conv_flops(x_shape: torch.Size, w_shape: torch.Size, *args: object, out_shape: torch.Size,
                        **kwargs: object) -> int:
-    """oneDNN's packed convolution (honestface.models.cpu_prepack): 2 * output elements * (C_in / groups) * k * k."""
-    return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+    """oneDNN's packed convolution (honestface.models.cpu_prepack), counted by torch's own convolution formula."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(list(x_shape), list(w_shape), list(out_shape))
 
 
 def _packed_linear_flops(x_shape: torch.Size, w_shape: torch.Size, *args: object, out_shape: torch.Size,
