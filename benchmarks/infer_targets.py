@@ -13,7 +13,12 @@ pipeline's measured seconds per face over it (run by run, the median, where the 
 `yardstick_gflop_runs`). `overhead_seconds_per_face` is the pipeline's time outside the networks (image conversion,
 resize, token handling, output conversion): measured within the pipeline's own runs
 (`infer_common.time_inside_networks`) where the result has it, else the pipeline's time minus the stages' (which
-mixes moments of different machine speed).
+mixes moments of different machine speed). From one profiled run of each network (`op_seconds_per_face`,
+benchmarks/infer_profile.py): `other_ops_share`, the share of its time outside the convolution, matmul and attention
+kernels (normalisation, activations, elementwise arithmetic, copies), and `gemm_kernel_fraction`, its counted GFLOP
+over the seconds of those kernels at the yardstick timed right before the profiled run: the fraction the stage would
+reach if nothing else took time. A stage's fraction is about its `gemm_kernel_fraction` times one minus its
+`other_ops_share`, so the two say whether the kernels or the passes between them hold it below the goal.
 
 Goals (issue 17, CPU, SD 2.1 size): every network stage at >= 85% of the convolution throughput; the VRE and the
 overhead each under 0.3 s per face; the whole face at most 1.15x its roofline time; peak RSS at most 4 GiB when
@@ -28,13 +33,15 @@ from __future__ import annotations
 import statistics
 
 NETWORKS = ("vae_encode", "vre", "unet", "vae_decode", "ide")
+GEMM_KINDS = ("attention", "convolution", "matmul")  # benchmarks/infer_profile.py's kinds that do the counted FLOPs
 TARGETS = {"stage_fraction": 0.85, "vre_seconds": 0.3, "overhead_seconds": 0.3, "roofline_ratio": 1.15,
            "peak_gib": 4.0, "load_vs_read": 1.5, "honestface_vs_osdface_time": 1.15}
 
 
 def add_roofline(result: dict, machine: dict) -> None:
-    """Add `achieved_gflops`, `fraction_of_conv`, `roofline_seconds_per_face`, `roofline_ratio` and
-    `overhead_seconds_per_face` to one HonestFace result of benchmarks/infer.py (in place)."""
+    """Add `achieved_gflops`, `fraction_of_conv`, `roofline_seconds_per_face`, `roofline_ratio`,
+    `overhead_seconds_per_face`, and from the profiled runs `other_ops_share` and `gemm_kernel_fraction`, to one
+    HonestFace result of benchmarks/infer.py (in place)."""
     if "gflop_per_face" not in result:
         return
     beside = result.get("conv3x3_gflops_beside", {})
@@ -52,6 +59,16 @@ def add_roofline(result: dict, machine: dict) -> None:
     result["roofline_seconds_per_face"] = round(roofline, 4)
     result["roofline_ratio"] = round(statistics.median(r / sum(gflop.values()) for r in runs["pipeline"])
                                      if runs.get("pipeline") else result["pipeline_seconds_per_face"] / roofline, 3)
+    # from the profiled run (benchmarks/infer_profile.py): the share of the time outside the GEMM kernels, and the
+    # fraction the stage would reach if that time were zero (its counted GFLOP over the GEMM kernels' seconds, at the
+    # yardstick timed right before the profiled run)
+    ops, beside_profile = result.get("op_seconds_per_face", {}), result.get("conv3x3_gflops_beside_profile", {})
+    result["other_ops_share"], result["gemm_kernel_fraction"] = {}, {}
+    for k, kinds in ops.items():
+        gemm = sum(v for kind, v in kinds.items() if kind in GEMM_KINDS)
+        result["other_ops_share"][k] = round(1 - gemm / sum(kinds.values()), 3)
+        if k in gflop and gemm > 0 and k in beside_profile:
+            result["gemm_kernel_fraction"][k] = round(gflop[k] / (gemm * beside_profile[k]), 3)
     if "overhead_seconds_per_face" not in result:  # measured inside the pipeline's runs where the result has it
         inside = sum(secs[k] for k in NETWORKS if k in secs)
         result["overhead_seconds_per_face"] = round(result["pipeline_seconds_per_face"] - inside, 4)

@@ -8,6 +8,10 @@ as a fraction of what this machine does in the same run on the two operations th
 - `conv3x3`: a 3x3 convolution, 320 -> 320 channels on a 64x64 map, channels-last (the UNet's first level at a
   512 px face; the VAE's convolutions are of the same kind), 2 * 64 * 64 * 320 * 320 * 9 FLOPs per call;
 - `matmul`: a 4096 x 4096 by 4096 x 4096 product, 2 * 4096^3 FLOPs.
+The passes between them, which the FLOP counter counts as zero, on a (1, 128, 256, 256) channels-last map (in bf16
+small enough for glibc to serve from its heap, as the pipeline's activations are under `reuse_large_allocations`):
+`copy_gbytes_per_s` (bytes read and written by a copy), `silu_gelements_per_s` and
+`group_norm_gelements_per_s` (32 groups).
 Each runs once to warm up, then `repeats` times; the median time gives GFLOP/s. `ConvBeside` times the same
 convolution right before each timed run of a stage, the yardstick benchmarks/infer.py divides each stage by. FLOPs of a stage are counted by
 torch's own `torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls, attention; elementwise work counts
@@ -68,13 +72,17 @@ class ConvBeside:
         return statistics.median(times), result, statistics.median(gflops)
 
     @torch.no_grad()
+    def gflops(self) -> float:
+        """The yardstick's GFLOP/s now: the median of 5 calls (one call alone has outliers of +-70%)."""
+        return self.FLOPS / timed(lambda: self.conv(self.x), self.device, 5)[0] / 1e9
+
+    @torch.no_grad()
     def runs(self, fn: Callable[[], object], repeats: int) -> tuple[list[float], object, list[float]]:
         """`timed`, run by run: (the seconds of each of the `repeats` runs after one warm-up, the last result, the
         conv3x3 GFLOP/s measured right before each run)."""
         result, times, gflops = fn(), [], []
         for _ in range(repeats):
-            conv_s = timed(lambda: self.conv(self.x), self.device, 5)[0]  # one call alone: outliers of +-70%
-            gflops.append(self.FLOPS / conv_s / 1e9)
+            gflops.append(self.gflops())
             _sync(self.device)
             t0 = time.perf_counter()
             result = fn()
@@ -85,7 +93,8 @@ class ConvBeside:
 
 @torch.no_grad()
 def machine_throughput(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of this machine on `conv3x3` and `matmul` (see the module docstring), measured now."""
+    """GFLOP/s of this machine on `conv3x3` and `matmul`, and the speed of a copy, a SiLU and a GroupNorm (see the
+    module docstring), measured now."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 320, 64, 64, generator=g).to(device, dtype).to(memory_format=torch.channels_last)
     conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last)
@@ -93,8 +102,18 @@ def machine_throughput(device: torch.device, dtype: torch.dtype, repeats: int = 
     b = torch.randn(4096, 4096, generator=g).to(device, dtype)
     conv_s = timed(lambda: conv(x), device, repeats)[0]
     mm_s = timed(lambda: a @ b, device, repeats)[0]
+    # the passes between the GEMMs, on a map small enough (16 MiB in bf16) for glibc to reuse its buffers
+    m = torch.randn(1, 128, 256, 256, generator=g).to(device, dtype).to(memory_format=torch.channels_last)
+    out, w = torch.empty_like(m), torch.ones(128, device=device, dtype=dtype)
+    bias = torch.zeros_like(w)
+    copy_s = timed(lambda: out.copy_(m), device, repeats)[0]
+    silu_s = timed(lambda: torch.nn.functional.silu(m, inplace=False), device, repeats)[0]
+    norm_s = timed(lambda: torch.nn.functional.group_norm(m, 32, w, bias, 1e-6), device, repeats)[0]
     return {"conv3x3_gflops": round(2 * 64 * 64 * 320 * 320 * 9 / conv_s / 1e9, 1),
-            "matmul_gflops": round(2 * 4096 ** 3 / mm_s / 1e9, 1), "threads": torch.get_num_threads()}
+            "matmul_gflops": round(2 * 4096 ** 3 / mm_s / 1e9, 1),
+            "copy_gbytes_per_s": round(2 * m.numel() * m.element_size() / copy_s / 1e9, 2),
+            "silu_gelements_per_s": round(m.numel() / silu_s / 1e9, 3),
+            "group_norm_gelements_per_s": round(m.numel() / norm_s / 1e9, 3), "threads": torch.get_num_threads()}
 
 
 def _packed_conv_flops(x_shape: torch.Size, w_shape: torch.Size, *args: object, out_shape: torch.Size,

@@ -277,6 +277,16 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
     assert paired["fraction_of_conv"]["vae_encode"] == pytest.approx(0.8)  # median of 1.0, 0.5, 0.8
     assert paired["fraction_of_conv"]["unet"] == 0.75  # no runs: the medians' quotient as before
     assert paired["roofline_ratio"] == pytest.approx(1.3)
+    # the profiled run: the share outside the GEMM kernels, and the fraction if that share took no time
+    profiled = {**results[0], "op_seconds_per_face": {"vae_decode": {"convolution": 4.0, "normalization": 0.6,
+                                                                     "activation": 0.3, "elementwise": 0.1},
+                                                      "unet": {"convolution": 0.5, "matmul": 0.5, "attention": 0.5,
+                                                               "copy": 0.5}},
+                "conv3x3_gflops_beside_profile": {"vae_decode": 625.0, "unet": 400.0}}
+    targets.add_roofline(profiled, {"conv3x3_gflops": 400.0})
+    assert profiled["other_ops_share"] == {"vae_decode": 0.2, "unet": 0.25}
+    assert profiled["gemm_kernel_fraction"] == {"vae_decode": pytest.approx(0.8), "unet": 1.0}
+    assert "gemm_kernel_fraction" in osd and osd["gemm_kernel_fraction"] == {}  # no profile: nothing made up
     rows = {r["goal"]: r for r in targets.check_targets(results, [{"scale": "sd21", "variant": "osdface",
                                                                    "dtype": "bf16", "psnr_vs_fp32_db": 36.9}],
                                                         {"peak_memory_mb": 6000.0})}
@@ -374,3 +384,38 @@ def test_flop_count_is_the_same_with_weights_packed_for_onednn():
     assert prepack_cpu_weights(net) == 3
     assert plain == 2 * 2 * 8 * 64 * 2 * 9 + 2 * 2 * 8 * 16 * 8 * 9 + 2 * 2 * 8 * 5 * 16
     assert roofline.count_flops(lambda: net(x)) == plain
+
+
+def test_infer_profile_splits_a_stage_by_operator_kind():
+    """benchmarks/infer_profile.py: one profiled run's self time per operator kind, the plain and the oneDNN-packed
+    kernels alike (the infer benchmark's `op_seconds_per_face`, from which `gemm_kernel_fraction` is derived)."""
+    import torch
+    from torch import nn
+
+    from honestface.models.cpu_prepack import cpu_prepacking_available, prepack_cpu_weights
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import infer_profile
+        import roofline
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    kinds = {"aten::_scaled_dot_product_flash_attention_for_cpu": "attention", "aten::mkldnn_convolution":
+             "convolution", "mkldnn::_convolution_pointwise": "convolution", "mkldnn::_linear_pointwise": "matmul",
+             "aten::addmm": "matmul", "aten::native_group_norm": "normalization", "aten::native_layer_norm":
+             "normalization", "aten::silu_": "activation", "aten::gelu": "activation", "aten::copy_": "copy",
+             "aten::cat": "copy", "aten::add": "elementwise", "aten::div": "elementwise", "aten::empty": "other",
+             "aten::view": "other"}
+    assert {name: infer_profile.op_kind(name) for name in kinds} == kinds
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.SiLU(), nn.Flatten(2),
+                        nn.Linear(64, 16)).requires_grad_(False)
+    x = torch.randn(2, 3, 8, 8)
+    cpu = torch.device("cpu")
+    plain = infer_profile.op_seconds(lambda: net(x) * 2, cpu)
+    assert {"convolution", "normalization", "activation", "matmul", "elementwise"} <= set(plain)
+    assert all(v > 0 for v in plain.values())
+    if cpu_prepacking_available():
+        assert prepack_cpu_weights(net) == 2
+        packed = infer_profile.profile_stage(lambda: net(x), cpu, roofline.ConvBeside(cpu, torch.float32))
+        assert packed["conv3x3_gflops"] > 0
+        assert {"convolution", "matmul"} <= set(packed["op_seconds"])

@@ -40,7 +40,7 @@ SMOKE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "--dtype", "fp32", "--cache", "{tmp}/cache"),
                  ("results",)),
     "evaluate.py": (("num_images=2", "size=64", "batch_size=2", "iterations=1", "device=cpu"), ("metrics", "roofline")),
-    "roofline.py": (("--repeats", "1", "--dtype", "fp32"), ("conv3x3_gflops", "matmul_gflops")),
+    "roofline.py": (("--repeats", "1", "--dtype", "fp32"), ("conv3x3_gflops", "matmul_gflops", "silu_gelements_per_s")),
     "run_all.py": (("--only", "degradation", "--repeats", "1", "--device", "cpu", "--output", "{tmp}/results.json"),
                    ("benchmarks", "failed")),
 }
