@@ -29,10 +29,10 @@ views of the bundled aligned Tom Hanks face (112 px, so really low quality), the
 stage runs once to warm up, then `--repeats` times; the median is reported as seconds per face (`ide_refs`: per
 reference set); each timed run of a network stage and of the pipeline is preceded by the conv3x3 yardstick
 (`roofline.ConvBeside`, `conv3x3_gflops_beside`) the stage is divided by, run by run (`yardstick_gflop_runs`: each
-run's seconds per face times the yardstick measured right before it). One more run of each of the four networks
-under torch.profiler splits its time by operator kind (`op_seconds_per_face`: convolution, matmul, attention,
-normalisation, activation, elementwise, copy, other; `benchmarks/infer_profile.py`), with the yardstick timed right
-before it (`conv3x3_gflops_beside_profile`). CUDA stages are timed with synchronisation. Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss,
+run's seconds per face times the yardstick measured right before it). Three more runs of each of the four networks
+under torch.profiler split its time by operator kind (`op_seconds_per_face`, per run: convolution, matmul,
+attention, normalisation, activation, elementwise, copy, other; `benchmarks/infer_profile.py`), each with the
+yardstick timed right before it (`conv3x3_gflops_beside_profile`). CUDA stages are timed with synchronisation. Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss,
 loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. The pipeline is timed first, and
 `pipeline_peak_memory_mb` is the peak right after it: load, packing and restoring faces, the path a user takes (the
 goal's figure). `peak_memory_mb` is the whole process's, the per-stage runs and FLOP counts after it included (they
@@ -233,7 +233,7 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
     networks = {"vae_encode": lambda: model.generator.encode(lq), "vre": lambda: model.vre(lq),
                 "unet": lambda: model.generator.denoise(z, p), "vae_decode": lambda: model.generator.decode(z_hat)}
     flops = {k: count_flops(fn) for k, fn in (networks | ({"ide": ide} if model.use_ide else {})).items()}
-    profiles = {k: profile_stage(fn, device, conv) for k, fn in networks.items()}  # one more run, under the profiler
+    profiles = {k: profile_stage(fn, device, conv) for k, fn in networks.items()}  # 3 more runs, profiled
     crops = ((x_hat.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     photo = np.zeros((886, 1280, 3), np.uint8)
     mats = np.stack([np.array([[0.5, 0.0, -40.0 * i], [0.0, 0.5, -30.0]]) for i in range(batch)])
@@ -253,8 +253,8 @@ def measure(folder: Path, batch: int, device: torch.device, dtype: torch.dtype, 
             "overhead_seconds_per_face": round(statistics.median(outside[1:]) / batch, 5),  # after the warm-up
             "conv3x3_gflops_beside": {k: round(v, 1) for k, v in beside.items()},
             "yardstick_gflop_runs": paired,
-            "op_seconds_per_face": {k: {kind: round(v / batch, 5) for kind, v in prof["op_seconds"].items()}
-                                    for k, prof in profiles.items()},
+            "op_seconds_per_face": {k: [{kind: round(v / batch, 5) for kind, v in run.items()}
+                                        for run in prof["op_seconds"]] for k, prof in profiles.items()},
             "conv3x3_gflops_beside_profile": {k: prof["conv3x3_gflops"] for k, prof in profiles.items()},
             "pipeline_peak_memory_mb": pipeline_peak} | peak_memory(device)
 

@@ -12,8 +12,10 @@ Our choices:
 - Kinds by operator name (`KINDS`, first match wins); an operator none names is `other`.
 - Self time: an operator's time minus that of the operators it calls, so nothing counts twice. On a GPU the kernels'
   device time (`self_device_time_total`) replaces the host time.
-- The profiled run is one more run after the stage's timed runs, with the conv3x3 yardstick timed right before it
-  (`conv3x3_gflops`), so that `gemm_kernel_fraction` pairs the profile with the machine's speed of that moment.
+- Three profiled runs after the stage's timed runs, each with the conv3x3 yardstick timed right before it
+  (`conv3x3_gflops`), so that `gemm_kernel_fraction` pairs each profile with the machine's speed of that moment;
+  `infer_targets` takes the median over the runs (one run alone measured 0.59 and 1.00 for the same UNet on
+  2026-12-07, when the yardstick dipped to half its speed just before one of them).
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ def op_seconds(fn: Callable[[], object], device: torch.device) -> dict[str, floa
     return seconds
 
 
-def profile_stage(fn: Callable[[], object], device: torch.device, conv: ConvBeside) -> dict:
-    """The conv3x3 yardstick timed now, then one profiled call of `fn`:
-    {"conv3x3_gflops": GFLOP/s, "op_seconds": {kind: seconds}}."""
-    gflops = conv.gflops()
-    return {"conv3x3_gflops": round(gflops, 1),
-            "op_seconds": {k: round(v, 5) for k, v in sorted(op_seconds(fn, device).items())}}
+def profile_stage(fn: Callable[[], object], device: torch.device, conv: ConvBeside, runs: int = 3) -> dict:
+    """`runs` profiled calls of `fn`, each right after the conv3x3 yardstick:
+    {"conv3x3_gflops": [GFLOP/s per run], "op_seconds": [{kind: seconds} per run]}."""
+    out: dict[str, list] = {"conv3x3_gflops": [], "op_seconds": []}
+    for _ in range(runs):
+        out["conv3x3_gflops"].append(round(conv.gflops(), 1))
+        out["op_seconds"].append({k: round(v, 5) for k, v in sorted(op_seconds(fn, device).items())})
+    return out

@@ -13,10 +13,10 @@ pipeline's measured seconds per face over it (run by run, the median, where the 
 `yardstick_gflop_runs`). `overhead_seconds_per_face` is the pipeline's time outside the networks (image conversion,
 resize, token handling, output conversion): measured within the pipeline's own runs
 (`infer_common.time_inside_networks`) where the result has it, else the pipeline's time minus the stages' (which
-mixes moments of different machine speed). From one profiled run of each network (`op_seconds_per_face`,
-benchmarks/infer_profile.py): `other_ops_share`, the share of its time outside the convolution, matmul and attention
+mixes moments of different machine speed). From three profiled runs of each network (`op_seconds_per_face`,
+benchmarks/infer_profile.py; each figure the median over the runs): `other_ops_share`, the share of its time outside the convolution, matmul and attention
 kernels (normalisation, activations, elementwise arithmetic, copies), and `gemm_kernel_fraction`, its counted GFLOP
-over the seconds of those kernels at the yardstick timed right before the profiled run: the fraction the stage would
+over the seconds of those kernels at the yardstick timed right before each profiled run: the fraction the stage would
 reach if nothing else took time. A stage's fraction is about its `gemm_kernel_fraction` times one minus its
 `other_ops_share`, so the two say whether the kernels or the passes between them hold it below the goal.
 
@@ -62,13 +62,16 @@ def add_roofline(result: dict, machine: dict) -> None:
     # from the profiled run (benchmarks/infer_profile.py): the share of the time outside the GEMM kernels, and the
     # fraction the stage would reach if that time were zero (its counted GFLOP over the GEMM kernels' seconds, at the
     # yardstick timed right before the profiled run)
+    # yardstick timed right before each profiled run; each the median over the profiled runs
     ops, beside_profile = result.get("op_seconds_per_face", {}), result.get("conv3x3_gflops_beside_profile", {})
     result["other_ops_share"], result["gemm_kernel_fraction"] = {}, {}
-    for k, kinds in ops.items():
-        gemm = sum(v for kind, v in kinds.items() if kind in GEMM_KINDS)
-        result["other_ops_share"][k] = round(1 - gemm / sum(kinds.values()), 3)
-        if k in gflop and gemm > 0 and k in beside_profile:
-            result["gemm_kernel_fraction"][k] = round(gflop[k] / (gemm * beside_profile[k]), 3)
+    for k, profiled in ops.items():
+        gemm = [sum(v for kind, v in run.items() if kind in GEMM_KINDS) for run in profiled]
+        result["other_ops_share"][k] = round(statistics.median(1 - g / sum(run.values())
+                                                               for g, run in zip(gemm, profiled, strict=True)), 3)
+        if k in gflop and all(gemm) and k in beside_profile:
+            result["gemm_kernel_fraction"][k] = round(statistics.median(
+                gflop[k] / (g * y) for g, y in zip(gemm, beside_profile[k], strict=True)), 3)
     if "overhead_seconds_per_face" not in result:  # measured inside the pipeline's runs where the result has it
         inside = sum(secs[k] for k in NETWORKS if k in secs)
         result["overhead_seconds_per_face"] = round(result["pipeline_seconds_per_face"] - inside, 4)

@@ -278,13 +278,15 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
     assert paired["fraction_of_conv"]["unet"] == 0.75  # no runs: the medians' quotient as before
     assert paired["roofline_ratio"] == pytest.approx(1.3)
     # the profiled run: the share outside the GEMM kernels, and the fraction if that share took no time
-    profiled = {**results[0], "op_seconds_per_face": {"vae_decode": {"convolution": 4.0, "normalization": 0.6,
-                                                                     "activation": 0.3, "elementwise": 0.1},
-                                                      "unet": {"convolution": 0.5, "matmul": 0.5, "attention": 0.5,
-                                                               "copy": 0.5}},
-                "conv3x3_gflops_beside_profile": {"vae_decode": 625.0, "unet": 400.0}}
+    # (three runs each, paired with their own yardstick; each figure the median over the runs)
+    decode = {"convolution": 4.0, "normalization": 0.6, "activation": 0.3, "elementwise": 0.1}
+    unet = {"convolution": 0.5, "matmul": 0.5, "attention": 0.5, "copy": 0.5}
+    profiled = {**results[0], "op_seconds_per_face": {"vae_decode": [decode, {**decode, "convolution": 1.5}, decode],
+                                                      "unet": [unet, unet, {**unet, "copy": 4.5}]},
+                "conv3x3_gflops_beside_profile": {"vae_decode": [625.0, 2000.0, 250.0], "unet": [400.0] * 3}}
     targets.add_roofline(profiled, {"conv3x3_gflops": 400.0})
-    assert profiled["other_ops_share"] == {"vae_decode": 0.2, "unet": 0.25}
+    assert profiled["other_ops_share"] == {"vae_decode": 0.2, "unet": 0.25}  # medians of (.2, .4, .2), (.25, .25, .75)
+    # vae_decode: 2000 / (4 * 625), 2000 / (1.5 * 2000), 2000 / (4 * 250) -> the median 0.8
     assert profiled["gemm_kernel_fraction"] == {"vae_decode": pytest.approx(0.8), "unet": 1.0}
     assert "gemm_kernel_fraction" in osd and osd["gemm_kernel_fraction"] == {}  # no profile: nothing made up
     rows = {r["goal"]: r for r in targets.check_targets(results, [{"scale": "sd21", "variant": "osdface",
@@ -416,6 +418,29 @@ def test_infer_profile_splits_a_stage_by_operator_kind():
     assert all(v > 0 for v in plain.values())
     if cpu_prepacking_available():
         assert prepack_cpu_weights(net) == 2
-        packed = infer_profile.profile_stage(lambda: net(x), cpu, roofline.ConvBeside(cpu, torch.float32))
-        assert packed["conv3x3_gflops"] > 0
-        assert {"convolution", "matmul"} <= set(packed["op_seconds"])
+        packed = infer_profile.profile_stage(lambda: net(x), cpu, roofline.ConvBeside(cpu, torch.float32), runs=2)
+        assert len(packed["conv3x3_gflops"]) == len(packed["op_seconds"]) == 2
+        assert all(g > 0 for g in packed["conv3x3_gflops"])
+        assert all({"convolution", "matmul"} <= set(run) for run in packed["op_seconds"])
+
+
+def test_norm_act_fusion_times_both_sides_and_reports_a_compiler_failure(monkeypatch):
+    """benchmarks/norm_act_fusion.py: eager and torch.compile'd GroupNorm + SiLU on one map, the same values; where
+    inductor cannot compile, the row names the error instead of timings (and the other maps still run)."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_norm_act", REPO / "benchmarks" / "norm_act_fusion.py")
+    fusion = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fusion)
+    row = fusion.compare(32, 8, torch.float32, repeats=2)
+    assert row["eager_ms"] > 0 and row["compiled_ms"] > 0 and row["ratio"] > 0
+    assert row["max_abs_difference"] < 1e-4
+
+    def no_compiler(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler found\n(traceback)")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    assert fusion.compare(32, 8, torch.float32, repeats=2) == {"channels": 32, "side": 8,
+                                                              "error": "RuntimeError: no C++ compiler found"}

@@ -5,8 +5,9 @@ import, a changed API) fails here, not in front of the person who wanted the num
 Not run here: `osdface_files.py` writes SD 2.1-size weights (GBs) for `infer.py --from osdface-files`, too large
 for CI; `infer_targets.py` is the goal checker `infer.py` imports (its rules are tested in
 tests/test_benchmarks_run_all.py), `infer_compare.py` its alternating timer (tested in tests/test_benchmarks_run_all.py
-on two tiny folders), `infer_common.py`, `infer_onnx.py` and `infer_vspbfr.py` the parts of infer.py it imports
-(the first runs in its smoke below); `quickstart_eval_resolution.py` needs a finished quickstart folder and runs in
+on two tiny folders), `infer_common.py`, `infer_onnx.py`, `infer_profile.py` and `infer_vspbfr.py` the parts of infer.py it
+imports (the first and the third run in its smoke below; the third is also tested in
+tests/test_benchmarks_run_all.py); `quickstart_eval_resolution.py` needs a finished quickstart folder and runs in
 tests/test_quickstart.py on the one that module trains; `quickstart_seeds.py` runs there too, on the two seeds
 `scripts/quickstart.py --seeds 0,1` trained (it resumes them, so the test costs no training). For CI time (the
 run stays under 20 minutes): `video.py` (its parts, the demo clip, `restore_video` and `face_warp_errors`, run in
@@ -40,12 +41,13 @@ SMOKE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "--dtype", "fp32", "--cache", "{tmp}/cache"),
                  ("results",)),
     "evaluate.py": (("num_images=2", "size=64", "batch_size=2", "iterations=1", "device=cpu"), ("metrics", "roofline")),
+    "norm_act_fusion.py": (("--sizes", "32x16", "--repeats", "2", "--dtype", "fp32"), ("maps",)),
     "roofline.py": (("--repeats", "1", "--dtype", "fp32"), ("conv3x3_gflops", "matmul_gflops", "silu_gelements_per_s")),
     "run_all.py": (("--only", "degradation", "--repeats", "1", "--device", "cpu", "--output", "{tmp}/results.json"),
                    ("benchmarks", "failed")),
 }
 NOT_SMOKED = {"osdface_files.py", "infer_targets.py", "infer_compare.py", "infer_common.py", "infer_onnx.py",
-              "infer_vspbfr.py", "quickstart_eval_resolution.py", "quickstart_levers.py", "quickstart_seeds.py",
+              "infer_profile.py", "infer_vspbfr.py", "quickstart_eval_resolution.py", "quickstart_levers.py", "quickstart_seeds.py",
               "video.py"}  # see the module docstring
 
 
