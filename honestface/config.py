@@ -149,7 +149,7 @@ class InferConfig:
     mode: Literal["aligned", "photo"] = "aligned"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    batch_size: int = 4
+    batch_size: int | None = None  # faces per model call; None: the pipeline's default_batch_size (CPU 1, GPU 4)
     max_references: int = 4
     color_fix: Literal["auto", "none", "wavelet", "adain"] = "auto"  # auto: wavelet for photos, none for aligned
     overwrite: bool = False  # replace existing outputs (inputs are never overwritten)
@@ -363,7 +363,7 @@ def _check_values(cfg: DictConfig) -> None:
                 "train.log_every", "train.save_every", "train.eval_every", "infer.batch_size",
                 "eval.batch_size", "eval.thumbnail"]
     for key in positive:
-        if OmegaConf.select(cfg, key) <= 0:
+        if OmegaConf.select(cfg, key) is not None and OmegaConf.select(cfg, key) <= 0:  # None: a default applies
             raise ConfigError(f"bad value for '{key}': must be > 0, got {OmegaConf.select(cfg, key)}")
     for key in ["data.num_references", "data.num_workers", "infer.max_references", "train.keep_last",
                 "train.disc_start_step", "train.d_steps_per_g", "train.num_val_images", "train.max_bad_steps",

@@ -72,6 +72,7 @@ def test_aligned_folder_restores_every_file(model_dir: Path, tmp_path: Path) -> 
                  "infer.batch_size=2") == 0
     res = results(out)
     assert res["counts"] == {"ok": 3, "failed": 0, "skipped": 0} and res["reference_mode"] == "shared"
+    assert res["batch_size"] == 2
     assert [f["relpath"] for f in res["files"]] == ["a.png", "sub/b.png", "sub/c.jpg"]
     for f in res["files"]:
         size = sizes[f["relpath"]]
@@ -97,6 +98,7 @@ def test_bad_files_fail_and_the_run_goes_on(model_dir: Path, tmp_path: Path) -> 
     (lq / "truncated.png").write_bytes(full[: len(full) // 2])
     (lq / "notes.jpg").write_text("this is not an image\n")
     assert infer(model_dir, lq, out) == 1
+    assert results(out)["batch_size"] == 1  # no infer.batch_size: one face per model call on a CPU, as recorded
     by_name = {Path(f["input"]).name: f for f in results(out)["files"]}
     assert len(by_name) == 5
     assert {n for n, f in by_name.items() if f["status"] == "ok"} == {"good1.png", "good2.jpg"}

@@ -109,6 +109,22 @@ def test_aligned_mixed_sizes_keep_size_and_are_deterministic(pipe, t1_faces):
     assert not np.array_equal(other.images[0], out.images[0])
 
 
+def test_default_batch_is_one_face_per_call_on_a_cpu_and_four_on_a_gpu(pipe, t1_faces, monkeypatch):
+    """batch_size=None (the default of the pipeline, scripts/infer.py and restore_video) follows the device: on a
+    CPU batching measured no faster per face and raised the peak memory (issue 17)."""
+    calls = []
+    restore = pipe._restore_batch
+    monkeypatch.setattr(pipe, "_restore_batch", lambda jobs, *a: (calls.append(len(jobs)), restore(jobs, *a))[1])
+    inputs = [f.crop for f in t1_faces[:3]]
+    pipe(inputs)
+    assert pipe.default_batch_size == 1 and calls == [1, 1, 1]
+    calls.clear()
+    pipe(inputs, batch_size=2)
+    assert calls == [2, 1]
+    monkeypatch.setattr(HonestFacePipeline, "device", property(lambda self: torch.device("cuda")))
+    assert pipe.default_batch_size == 4
+
+
 def test_input_forms_give_the_same_result(pipe, t1_faces, tmp_path):
     from honestface.io import write_image
 

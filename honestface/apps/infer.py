@@ -323,6 +323,8 @@ def run_inference(cfg: DictConfig) -> int:
     bar.update(len(mine) - len(todo))
     if todo:
         pipe = _load_pipeline(cfg, _resolve_device(icfg.device, state))
+        if icfg.batch_size is None:  # recorded in results.json as used
+            icfg.batch_size = pipe.default_batch_size
         pool = None
         if icfg.reference_mode == "pool":
             files = [str(p) for p in list_images(icfg.references)]

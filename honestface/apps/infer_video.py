@@ -141,6 +141,8 @@ def run_video_inference(cfg: DictConfig) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if icfg.device == "auto" \
         else torch.device(icfg.device)
     pipe = _load_pipeline(cfg, device)
+    if icfg.batch_size is None:  # recorded in the report as used
+        icfg.batch_size = pipe.default_batch_size
     references = None
     if refs is not None:
         references = _reference_pool(pipe, cfg, refs, {})[0]

@@ -59,6 +59,12 @@ class OnnxPipeline:
     def dtype(self) -> torch.dtype:
         return torch.float32
 
+    @property
+    def default_batch_size(self) -> int:
+        """4 wherever the graphs run: onnxruntime picks the device (the torch pipelines' CPU rule was measured for
+        torch, not for onnxruntime)."""
+        return 4
+
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> OnnxPipeline:
         """Only CPU float32 (the onnxruntime providers choose where the graphs run)."""
         if (device is not None and torch.device(device).type != "cpu") or dtype not in (None, torch.float32):

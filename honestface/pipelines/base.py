@@ -144,6 +144,16 @@ class FaceRestorationPipeline:
         return next(self.model.parameters()).dtype
 
     @property
+    def default_batch_size(self) -> int:
+        """Faces per model call when the caller gives none (`batch_size=None`): 4 on a GPU, 1 on a CPU.
+
+        Our choice (issue 17), measured on the 2-core Xeon with SD 2.1-size OSDFace in bf16
+        (`python benchmarks/infer.py --from osdface-files --batches 4 --repeats 3`, 2026-12-07): four faces per call
+        cost 8.09 s per face against 8.10-8.67 s one at a time in the runs of the same day, and raised the peak RSS
+        restoring faces from 3.70-3.94 to 4.42 GiB (the VRE's 512 px maps for four faces at once)."""
+        return 1 if self.device.type == "cpu" else 4
+
+    @property
     def detector(self) -> Any:
         """The face detector (photo mode, unaligned references), built from its name on first use; None: none."""
         if isinstance(self._detector, str):
@@ -172,7 +182,7 @@ class FaceRestorationPipeline:
         """Fold a LoRA into its base weights before inference (nothing to do for a model without one)."""
 
     # ------------------------------------------------------------------------------------------------ the call
-    def _run(self, images: Any, mode: str, batch_size: int, color_fix: str | None, seed: int, min_face_size: int,
+    def _run(self, images: Any, mode: str, batch_size: int | None, color_fix: str | None, seed: int, min_face_size: int,
              upscale: float, background_upsampler: Callable[[np.ndarray], np.ndarray] | None, mask_kind: str,
              options: dict[str, Any]) -> RestorationOutput:
         """The restoration steps every pipeline shares; `options` holds the family's own call arguments."""
@@ -181,6 +191,7 @@ class FaceRestorationPipeline:
         color_fix = color_fix or ("wavelet" if mode == "photo" else "none")
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"unknown color_fix {color_fix!r}; allowed: {', '.join(COLOR_FIXES)}")
+        batch_size = self.default_batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if mode == "aligned" and (upscale != 1 or background_upsampler is not None):

@@ -172,7 +172,7 @@ class HonestFacePipeline(FaceRestorationPipeline):
 
     # ------------------------------------------------------------------------------------------------ the call
     @torch.no_grad()
-    def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int = 4,
+    def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int | None = None,
                  color_fix: str | None = None, seed: int = 0, max_references: int = 4, min_face_size: int = 32,
                  ref_threshold: float | None = None, background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
                  upscale: float = 1, references_aligned: bool | None = None, mask_kind: str = "ellipse"
@@ -182,6 +182,7 @@ class HonestFacePipeline(FaceRestorationPipeline):
         references: None (blind); a list of reference images for every input; a list with one entry per input
         (a list of images, a ReferencePool or None); or a ReferencePool of many people (matched per face).
         mode: "aligned" (each input is one FFHQ-aligned face) or "photo" (every face of each photo).
+        batch_size: faces per model call; default `default_batch_size` (1 on a CPU, 4 on a GPU).
         color_fix: "wavelet" | "adain" | "none"; default "wavelet" in photo mode, "none" in aligned mode.
         ref_threshold: minimum identity cosine for a reference to be used; default per identity encoder
         (`REF_THRESHOLDS`: dlib's normalised 128-D embedding separates people only above ~0.93).
@@ -192,7 +193,7 @@ class HonestFacePipeline(FaceRestorationPipeline):
             name = self._identity_encoder if isinstance(self._identity_encoder, str) else \
                 getattr(self._identity_encoder, "name", "")  # by name: the encoder is built only when references come
             ref_threshold = REF_THRESHOLDS.get(name, 0.5)
-        if batch_size < 1 or max_references < 1:
+        if (batch_size is not None and batch_size < 1) or max_references < 1:
             raise ValueError(f"batch_size and max_references must be >= 1, got {batch_size}, {max_references}")
         options = {"references": references, "references_aligned": references_aligned, "k": max_references,
                    "threshold": ref_threshold}

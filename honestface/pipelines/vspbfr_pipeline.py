@@ -89,7 +89,7 @@ class VSPBFRPipeline(FaceRestorationPipeline):
         return self
 
     @torch.no_grad()
-    def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int = 4,
+    def __call__(self, images: Any, references: Any = None, *, mode: str = "aligned", batch_size: int | None = None,
                  color_fix: str | None = None, seed: int = 0, min_face_size: int = 32,
                  background_upsampler: Callable[[np.ndarray], np.ndarray] | None = None, upscale: float = 1,
                  mask_kind: str = "ellipse", mixing: float | None = None, max_references: int = 4,

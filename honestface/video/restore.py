@@ -190,7 +190,7 @@ def _open_work(work: Path, state: dict[str, Any], overwrite: bool) -> None:
 
 
 def restore_video(pipeline: Any, source: str | os.PathLike, output: str | os.PathLike, *, references: Any = None,
-                  tracking: TrackingOptions | None = None, identity_encoder: Any = None, batch_size: int = 4,
+                  tracking: TrackingOptions | None = None, identity_encoder: Any = None, batch_size: int | None = None,
                   seed: int = 0, color_fix: str = "wavelet", max_references: int = 4, ref_threshold: float | None = None,
                   mask_kind: str = "ellipse", fade_frames: int = 2, chunk_frames: int = 32, crf: int = 18,
                   lossless: bool = False, fps: float | None = None, work_dir: str | os.PathLike | None = None,
@@ -208,6 +208,7 @@ def restore_video(pipeline: Any, source: str | os.PathLike, output: str | os.Pat
 
     t0 = time.perf_counter()
     source, output = os.fspath(source), Path(output)
+    batch_size = pipeline.default_batch_size if batch_size is None else batch_size  # 1 on a CPU, 4 on a GPU
     if chunk_frames < 1 or batch_size < 1 or fade_frames < 0:
         raise ValueError(f"chunk_frames >= 1, batch_size >= 1 and fade_frames >= 0 are required, got {chunk_frames}, "
                          f"{batch_size}, {fade_frames}")
