@@ -149,8 +149,8 @@ class FaceRestorationPipeline:
 
         Our choice (issue 17), measured on the 2-core Xeon with SD 2.1-size OSDFace in bf16
         (`python benchmarks/infer.py --from osdface-files --batches 4 --repeats 3`, 2026-12-07): four faces per call
-        cost 8.09 s per face against 8.10-8.67 s one at a time in the runs of the same day, and raised the peak RSS
-        restoring faces from 3.70-3.94 to 4.42 GiB (the VRE's 512 px maps for four faces at once)."""
+        cost 8.09 s per face against 8.10-9.01 s one at a time in the runs of the same day, and raised the peak RSS
+        restoring faces from 3.70-3.94 to 4.42 GiB (mostly the VRE's 512 px maps for four faces at once)."""
         return 1 if self.device.type == "cpu" else 4
 
     @property
