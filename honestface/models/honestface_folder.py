@@ -127,9 +127,10 @@ def load_honestface_parts(folder: Path, weights: dict[str, Any], with_discrimina
         gen.lora_target_modules = list(g["lora_target_modules"])
     if "vre" in sources:
         vre = VisualRepresentationEmbedder.from_osdface(path_of("vre"), None, **cfg["vre"])
-    else:
-        vre = VisualRepresentationEmbedder(**cfg["vre"])
-        load_into(vre, _take(frozen, "vre."), "the VRE", folder, allow_missing=("projection.",))
+    else:  # built on the meta device like the UNet and the VAE: no random initialisation (0.3 s at SD size)
+        with empty_weights():
+            vre = VisualRepresentationEmbedder(**cfg["vre"])
+        load_into(vre, _take(frozen, "vre."), "the VRE", folder, allow_missing=("projection.",), assign=True)
     vre.load_projection_state_dict(_take(modules, "vre.projection."), source=str(folder / MODULES_FILE))
     parts: dict[str, Any] = {}
     if cfg["use_ide"]:
@@ -158,8 +159,9 @@ def load_honestface_parts(folder: Path, weights: dict[str, Any], with_discrimina
         classes = {"face_identity_encoder": FaceIdentityEncoder, "facial_feature_extractor": FacialFeatureExtractor,
                    "fusion": FeatureFusion}
         for part in TRAINABLE:
-            parts[part] = classes[part](**cfg[part])
-            load_into(parts[part], _take(modules, f"{part}."), part, folder)
+            with empty_weights():
+                parts[part] = classes[part](**cfg[part])
+            load_into(parts[part], _take(modules, f"{part}."), part, folder, assign=True)
         parts.update(identity_backbone=ident, image_backbone=image)
     # folders saved before native settings were recorded: HonestFace's fallback (the VRE's size, OSDFace's resize
     # for OSDFace's VRE); never the VAE's sample_size

@@ -263,7 +263,8 @@ class VisualRepresentationEmbedder(ModelMixin, ConfigMixin):
         if bad:
             raise ValueError(f"{source}: projection keys/shapes do not match {sorted(own)}: problem with {bad[:4]} "
                              f"(pass projection_key_map to rename keys)")
-        self.projection.load_state_dict(state)
+        # a projection built on the meta device (loading a saved folder) adopts the tensors instead of copying
+        self.projection.load_state_dict(state, assign=any(p.is_meta for p in self.projection.parameters()))
 
     @classmethod
     def from_osdface(cls, vre_checkpoint: PathLike | None = None, projection_weights: PathLike | bool | None = None,
