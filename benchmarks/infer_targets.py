@@ -14,11 +14,14 @@ pipeline's measured seconds per face over it (run by run, the median, where the 
 resize, token handling, output conversion): measured within the pipeline's own runs
 (`infer_common.time_inside_networks`) where the result has it, else the pipeline's time minus the stages' (which
 mixes moments of different machine speed). From three profiled runs of each network (`op_seconds_per_face`,
-benchmarks/infer_profile.py; each figure the median over the runs): `other_ops_share`, the share of its time outside the convolution, matmul and attention
-kernels (normalisation, activations, elementwise arithmetic, copies), and `gemm_kernel_fraction`, its counted GFLOP
-over the seconds of those kernels at the yardstick timed right before each profiled run: the fraction the stage would
-reach if nothing else took time. A stage's fraction is about its `gemm_kernel_fraction` times one minus its
+benchmarks/infer_profile.py; each figure the median over the runs): `other_ops_share`, the share of its time
+outside the convolution, matmul and attention kernels (normalisation, activations, elementwise arithmetic, copies),
+and `gemm_kernel_fraction`, its counted GFLOP over the seconds of those kernels at the yardstick timed right before
+each profiled run: the fraction the stage would reach if nothing else took time. A stage's fraction is about its `gemm_kernel_fraction` times one minus its
 `other_ops_share`, so the two say whether the kernels or the passes between them hold it below the goal.
+`pipeline_vs_stages`: the pipeline's seconds per face over the sum of its networks' (timed at other moments); below
+`MIN_PIPELINE_VS_STAGES` the CPU ran the pipeline in another speed state than its stages, and the roofline goal's
+row says `comparable: false`.
 
 Goals (issue 17, CPU, SD 2.1 size): every network stage at >= 85% of the convolution throughput; the VRE and the
 overhead each under 0.3 s per face; the whole face at most 1.15x its roofline time; peak RSS at most 4 GiB when
@@ -33,7 +36,8 @@ from __future__ import annotations
 import statistics
 
 NETWORKS = ("vae_encode", "vre", "unet", "vae_decode", "ide")
-GEMM_KINDS = ("attention", "convolution", "matmul")  # benchmarks/infer_profile.py's kinds that do the counted FLOPs
+GEMM_KINDS = ("attention", "convolution", "matmul")
+MIN_PIPELINE_VS_STAGES = 0.9  # below: the pipeline ran in another speed state than its stages (our threshold)  # benchmarks/infer_profile.py's kinds that do the counted FLOPs
 TARGETS = {"stage_fraction": 0.85, "vre_seconds": 0.3, "overhead_seconds": 0.3, "roofline_ratio": 1.15,
            "peak_gib": 4.0, "load_vs_read": 1.5, "honestface_vs_osdface_time": 1.15}
 
@@ -72,8 +76,11 @@ def add_roofline(result: dict, machine: dict) -> None:
         if k in gflop and all(gemm) and k in beside_profile:
             result["gemm_kernel_fraction"][k] = round(statistics.median(
                 gflop[k] / (g * y) for g, y in zip(gemm, beside_profile[k], strict=True)), 3)
+    # the pipeline against the sum of its stages, timed at other moments: well below 1, the CPU's speed state
+    # differed between them (measured 0.72 on 2026-12-07), and the roofline ratio compares the two states
+    inside = sum(secs[k] for k in NETWORKS if k in secs)
+    result["pipeline_vs_stages"] = round(result["pipeline_seconds_per_face"] / inside, 3)
     if "overhead_seconds_per_face" not in result:  # measured inside the pipeline's runs where the result has it
-        inside = sum(secs[k] for k in NETWORKS if k in secs)
         result["overhead_seconds_per_face"] = round(result["pipeline_seconds_per_face"] - inside, 4)
 
 
@@ -85,10 +92,10 @@ def check_targets(results: list[dict], precision: list[dict], conversion: dict |
     rows = {(r["variant"], r["batch"]): r for r in results if r.get("scale") == "sd21"}
     out: list[dict] = []
 
-    def add(name: str, value: float, target: float, lower_is_better: bool = True) -> None:
+    def add(name: str, value: float, target: float, lower_is_better: bool = True, **extra: object) -> None:
         met = value <= target if lower_is_better else value >= target
         out.append({"goal": name, "value": round(value, 3), "target": target, "met": met,
-                    "margin": round(value - target, 3)})
+                    "margin": round(value - target, 3), **extra})
 
     for (variant, batch), r in sorted(rows.items()):
         label = f"{variant} batch {batch}"
@@ -99,7 +106,9 @@ def check_targets(results: list[dict], precision: list[dict], conversion: dict |
         if "overhead_seconds_per_face" in r:
             add(f"{label}: seconds outside the networks per face", r["overhead_seconds_per_face"],
                 TARGETS["overhead_seconds"])
-            add(f"{label}: pipeline / roofline time", r["roofline_ratio"], TARGETS["roofline_ratio"])
+            # not comparable where the pipeline ran well faster than its own stages (a speed-state switch)
+            add(f"{label}: pipeline / roofline time", r["roofline_ratio"], TARGETS["roofline_ratio"],
+                comparable=r.get("pipeline_vs_stages", 1.0) >= MIN_PIPELINE_VS_STAGES)
         # the user's path (load + pipeline) where the result has it, else the whole benchmark process
         peak = r.get("pipeline_peak_memory_mb", r["peak_memory_mb"])
         add(f"{label}: peak RSS restoring faces (GiB)", peak / 1024, TARGETS["peak_gib"])

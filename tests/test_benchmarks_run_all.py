@@ -299,6 +299,13 @@ def test_infer_benchmark_checks_issue_17_goals_and_labels_variants():
     assert not rows["osdface batch 1: unet fraction of conv throughput"]["met"]
     assert rows["osdface batch 1: vae_decode fraction of conv throughput"]["met"]
     assert rows["osdface batch 1: pipeline / roofline time"]["met"]
+    assert rows["osdface batch 1: pipeline / roofline time"]["comparable"]  # 10 s against stages of 9.5 s
+    # a pipeline well faster than the sum of its own stages ran in another speed state: flagged, not trusted
+    switched = {**results[0], "pipeline_seconds_per_face": 6.0}
+    targets.add_roofline(switched, {"conv3x3_gflops": 400.0})
+    assert switched["pipeline_vs_stages"] == pytest.approx(6.0 / 9.5, abs=1e-3)
+    row = next(r for r in targets.check_targets([switched], []) if r["goal"].endswith("pipeline / roofline time"))
+    assert row["met"] and row["comparable"] is False
     assert not rows["osdface batch 1: VRE seconds per face"]["met"]
     assert not rows["osdface batch 1: load / file read time"]["met"]  # 2.0 / 1.0 > 1.5
     assert not rows["one-time conversion of the OSDFace files: peak RSS (GiB)"]["met"]
