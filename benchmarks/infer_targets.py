@@ -17,8 +17,9 @@ mixes moments of different machine speed). From three profiled runs of each netw
 benchmarks/infer_profile.py; each figure the median over the runs): `other_ops_share`, the share of its time
 outside the convolution, matmul and attention kernels (normalisation, activations, elementwise arithmetic, copies),
 and `gemm_kernel_fraction`, its counted GFLOP over the seconds of those kernels at the yardstick timed right before
-each profiled run: the fraction the stage would reach if nothing else took time. A stage's fraction is about its `gemm_kernel_fraction` times one minus its
-`other_ops_share`, so the two say whether the kernels or the passes between them hold it below the goal.
+each profiled run: the fraction the stage would reach if nothing else took time. A stage's fraction is about its
+`gemm_kernel_fraction` times one minus its `other_ops_share`, so the two say whether the kernels or the passes
+between them hold it below the goal.
 `pipeline_vs_stages`: the pipeline's seconds per face over the sum of its networks' (timed at other moments); below
 `MIN_PIPELINE_VS_STAGES` the CPU ran the pipeline in another speed state than its stages, and the roofline goal's
 row says `comparable: false`.
@@ -36,8 +37,8 @@ from __future__ import annotations
 import statistics
 
 NETWORKS = ("vae_encode", "vre", "unet", "vae_decode", "ide")
-GEMM_KINDS = ("attention", "convolution", "matmul")
-MIN_PIPELINE_VS_STAGES = 0.9  # below: the pipeline ran in another speed state than its stages (our threshold)  # benchmarks/infer_profile.py's kinds that do the counted FLOPs
+GEMM_KINDS = ("attention", "convolution", "matmul")  # benchmarks/infer_profile.py's kinds that do the counted FLOPs
+MIN_PIPELINE_VS_STAGES = 0.9  # below: the pipeline ran in another speed state than its stages (our threshold)
 TARGETS = {"stage_fraction": 0.85, "vre_seconds": 0.3, "overhead_seconds": 0.3, "roofline_ratio": 1.15,
            "peak_gib": 4.0, "load_vs_read": 1.5, "honestface_vs_osdface_time": 1.15}
 
