@@ -32,8 +32,9 @@ reference set); each timed run of a network stage and of the pipeline is precede
 run's seconds per face times the yardstick measured right before it). Three more runs of each of the four networks
 under torch.profiler split its time by operator kind (`op_seconds_per_face`, per run: convolution, matmul,
 attention, normalisation, activation, elementwise, copy, other; `benchmarks/infer_profile.py`), each with the
-yardstick timed right before it (`conv3x3_gflops_beside_profile`). CUDA stages are timed with synchronisation. Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss,
-loading included) on CPU, `torch.cuda.max_memory_allocated` on a GPU. The pipeline is timed first, and
+yardstick timed right before it (`conv3x3_gflops_beside_profile`). CUDA stages are timed with synchronisation.
+Each measurement runs in its own subprocess so that peak memory is its own: peak RSS (ru_maxrss, loading included)
+on CPU, `torch.cuda.max_memory_allocated` on a GPU. The pipeline is timed first, and
 `pipeline_peak_memory_mb` is the peak right after it: load, packing and restoring faces, the path a user takes (the
 goal's figure). `peak_memory_mb` is the whole process's, the per-stage runs and FLOP counts after it included (they
 hold every stage's output at once, and the heap kept from the VAE encoder's runs is too fragmented for the

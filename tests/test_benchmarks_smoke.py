@@ -5,8 +5,8 @@ import, a changed API) fails here, not in front of the person who wanted the num
 Not run here: `osdface_files.py` writes SD 2.1-size weights (GBs) for `infer.py --from osdface-files`, too large
 for CI; `infer_targets.py` is the goal checker `infer.py` imports (its rules are tested in
 tests/test_benchmarks_run_all.py), `infer_compare.py` its alternating timer (tested in tests/test_benchmarks_run_all.py
-on two tiny folders), `infer_common.py`, `infer_onnx.py`, `infer_profile.py` and `infer_vspbfr.py` the parts of infer.py it
-imports (the first and the third run in its smoke below; the third is also tested in
+on two tiny folders), `infer_common.py`, `infer_onnx.py`, `infer_profile.py` and `infer_vspbfr.py` the parts of
+infer.py it imports (the first and the third run in its smoke below; the third is also tested in
 tests/test_benchmarks_run_all.py); `quickstart_eval_resolution.py` needs a finished quickstart folder and runs in
 tests/test_quickstart.py on the one that module trains; `quickstart_seeds.py` runs there too, on the two seeds
 `scripts/quickstart.py --seeds 0,1` trained (it resumes them, so the test costs no training). For CI time (the
@@ -47,8 +47,8 @@ SMOKE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                    ("benchmarks", "failed")),
 }
 NOT_SMOKED = {"osdface_files.py", "infer_targets.py", "infer_compare.py", "infer_common.py", "infer_onnx.py",
-              "infer_profile.py", "infer_vspbfr.py", "quickstart_eval_resolution.py", "quickstart_levers.py", "quickstart_seeds.py",
-              "video.py"}  # see the module docstring
+              "infer_profile.py", "infer_vspbfr.py", "quickstart_eval_resolution.py", "quickstart_levers.py",
+              "quickstart_seeds.py", "video.py"}  # see the module docstring
 
 
 def test_every_benchmark_script_is_smoked_or_says_why_not():

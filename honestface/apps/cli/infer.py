@@ -104,7 +104,8 @@ def build_parser(prog: str = "honestface-infer") -> argparse.ArgumentParser:
                       help="inputs are aligned face crops (default) [infer.mode=aligned]")
     mode.add_argument("--whole", dest="mode", action="store_const", const="photo",
                       help="inputs are whole photos: detect, align, restore, paste back [infer.mode=photo]")
-    m.add_argument("--batch-size", "-b", type=int, metavar="N", help="faces per model call [infer.batch_size; default 1 on a CPU, 4 on a GPU]")
+    m.add_argument("--batch-size", "-b", type=int, metavar="N",
+                   help="faces per model call [infer.batch_size; default 1 on a CPU, 4 on a GPU]")
     m.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:1, ... [infer.device]")
     m.add_argument("--dtype", choices=sorted(_DTYPE_ALIASES), help="compute precision [infer.precision]")
     m.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU; slow first batch) "
