@@ -1,4 +1,4 @@
-"""Where a network stage's time goes: one run under torch.profiler, each operator's own (self) time put in a kind.
+"""Where a network stage's time goes: runs under torch.profiler, each operator's own (self) time put in a kind.
 
 Imported by benchmarks/infer.py (`op_seconds_per_face` in its JSON); not a script of its own.
 

@@ -64,10 +64,9 @@ def add_roofline(result: dict, machine: dict) -> None:
     result["roofline_seconds_per_face"] = round(roofline, 4)
     result["roofline_ratio"] = round(statistics.median(r / sum(gflop.values()) for r in runs["pipeline"])
                                      if runs.get("pipeline") else result["pipeline_seconds_per_face"] / roofline, 3)
-    # from the profiled run (benchmarks/infer_profile.py): the share of the time outside the GEMM kernels, and the
+    # from the profiled runs (benchmarks/infer_profile.py): the share of the time outside the GEMM kernels, and the
     # fraction the stage would reach if that time were zero (its counted GFLOP over the GEMM kernels' seconds, at the
-    # yardstick timed right before the profiled run)
-    # yardstick timed right before each profiled run; each the median over the profiled runs
+    # yardstick timed right before each profiled run); each the median over the profiled runs
     ops, beside_profile = result.get("op_seconds_per_face", {}), result.get("conv3x3_gflops_beside_profile", {})
     result["other_ops_share"], result["gemm_kernel_fraction"] = {}, {}
     for k, profiled in ops.items():
